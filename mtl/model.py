@@ -1,0 +1,123 @@
+"""The multi-task network: one shared encoder, one small decoder per task.
+
+Standley et al. (2020) share an encoder between the tasks of a network and
+give each task its own decoder. Here the encoder is a stack of strided 3x3
+convolutions and each decoder climbs back to full resolution with sub-pixel
+convolutions (conv to 4x the channels, then depth-to-space), which XLA:CPU
+differentiates an order of magnitude faster than `lax.conv_transpose`
+(../shared/REFERENCES.md).
+
+`size` scales the encoder's multiply-adds: its channels are multiplied by
+sqrt(size), so `size=0.5` is Standley's half-size network (cost 0.5 in the
+budget). Decoders keep their width whatever the size, as the budget does
+not count them. `mtl.cost` measures the real FLOPs with XLA.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tasks.registry import Task
+
+# Encoder channels at size 1 (one stride-2 conv each), then one stride-1 conv
+# at the bottleneck. Decoder channels after each 2x upsampling; the head
+# performs the last one.
+ENCODER_CHANNELS = (32, 64, 96, 128)
+DECODER_CHANNELS = (64, 32, 16)
+MIN_RESOLUTION, MAX_RESOLUTION = 32, 256
+DOWNSAMPLING = 2 ** len(ENCODER_CHANNELS)
+
+
+class ResolutionError(ValueError):
+    """An input resolution the network cannot take."""
+
+
+def valid_resolutions() -> list[int]:
+    return list(range(MIN_RESOLUTION, MAX_RESOLUTION + 1, DOWNSAMPLING))
+
+
+def check_resolution(resolution: int) -> int:
+    if resolution not in valid_resolutions():
+        raise ResolutionError(
+            f"the network cannot take resolution {resolution}: it needs a multiple of {DOWNSAMPLING} "
+            f"between {MIN_RESOLUTION} and {MAX_RESOLUTION} ({', '.join(map(str, valid_resolutions()))})"
+        )
+    return resolution
+
+
+def encoder_channels(size: float) -> tuple[int, ...]:
+    """Channels of the encoder at a given multiply-add fraction `size`."""
+    if not 0 < size <= 4:
+        raise ValueError(f"network size must be in (0, 4] (1 = full, 0.5 = half), got {size}")
+    return tuple(max(4, int(round(c * math.sqrt(size)))) for c in ENCODER_CHANNELS)
+
+
+def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
+    """(B,H,W,C*b*b) -> (B,H*b,W*b,C): the sub-pixel shuffle."""
+    b, h, w, c = x.shape
+    c_out = c // (block * block)
+    x = x.reshape(b, h, w, block, block, c_out)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * block, w * block, c_out)
+
+
+class Encoder(nnx.Module):
+    def __init__(self, size: float, *, dtype, rngs: nnx.Rngs):
+        chans = encoder_channels(size)
+        ins = (3,) + chans[:-1]
+        self.down = nnx.List(
+            [nnx.Conv(i, o, (3, 3), strides=2, dtype=dtype, rngs=rngs) for i, o in zip(ins, chans)]
+        )
+        self.bottleneck = nnx.Conv(chans[-1], chans[-1], (3, 3), dtype=dtype, rngs=rngs)
+        self.out_channels = chans[-1]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for conv in self.down:
+            x = jax.nn.relu(conv(x))
+        return jax.nn.relu(self.bottleneck(x))
+
+
+class Decoder(nnx.Module):
+    def __init__(self, in_channels: int, out_channels: int, *, dtype, rngs: nnx.Rngs):
+        ins = (in_channels,) + DECODER_CHANNELS[:-1]
+        self.up = nnx.List(
+            [nnx.Conv(i, 4 * o, (3, 3), dtype=dtype, rngs=rngs) for i, o in zip(ins, DECODER_CHANNELS)]
+        )
+        # The last 2x upsampling is the head itself: a sub-pixel convolution at
+        # half resolution, so no convolution runs at full resolution.
+        self.head = nnx.Conv(DECODER_CHANNELS[-1], 4 * out_channels, (3, 3), dtype=dtype, rngs=rngs)
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        for conv in self.up:
+            z = jax.nn.relu(depth_to_space(conv(z)))
+        return depth_to_space(self.head(z)).astype(jnp.float32)
+
+
+class MultiTaskNet(nnx.Module):
+    """Shared encoder + one decoder per task; returns {task name: prediction}.
+
+    Args:
+      tasks: the tasks this network learns (any non-empty subset).
+      size: encoder multiply-add fraction (1 full, 0.5 half-size).
+      dtype: compute dtype (bfloat16 is an option on a GPU); parameters
+        stay float32.
+    """
+
+    def __init__(self, tasks: Sequence[Task], *, size: float = 1.0, dtype=jnp.float32, rngs: nnx.Rngs):
+        if not tasks:
+            raise ValueError("a network needs at least one task")
+        self.task_names = tuple(t.name for t in tasks)
+        self.size = size
+        self.encoder = Encoder(size, dtype=dtype, rngs=rngs)
+        self.decoders = nnx.Dict(
+            {t.name: Decoder(self.encoder.out_channels, t.channels, dtype=dtype, rngs=rngs) for t in tasks}
+        )
+
+    def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+        z = self.encoder(x)
+        return {name: self.decoders[name](z) for name in self.task_names}

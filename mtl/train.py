@@ -1,0 +1,355 @@
+"""Training and evaluation of one multi-task network.
+
+The step is functional: the model is split once into its graph definition
+and a pytree of parameters (`nnx.split`), and `jax.jit` runs over the
+parameters and optimizer state. That avoids nnx.jit's per-call walk of the
+object graph, which costs 2-4x per step on small models on a CPU
+(../shared/REFERENCES.md). Steps are dispatched asynchronously; the host
+reads the losses back once per chunk of `steps_per_call` steps (to check
+them for NaN and show progress), not after every step.
+
+Every step's minibatch is drawn from `fold_in(key(seed), step)`, so a run
+is the same whether it was chunked, interrupted and resumed, or run in one go.
+
+The training loss of a network is the sum of its tasks' losses (Standley et
+al., 2020). `task_weights` (1 per task by default) lets one parameter layout
+serve several task subsets, which is what an ensemble of networks needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from mtl.model import MultiTaskNet, check_resolution
+from tasks.registry import Task, decode_image
+
+Batch = Mapping[str, jax.Array]
+
+
+class TrainingDiverged(RuntimeError):
+    """A task's loss became NaN or infinite."""
+
+    def __init__(self, task: str, step: int, value: float):
+        super().__init__(
+            f"training diverged: the loss of task {task!r} became {value} at step {step}; "
+            "lower the learning rate or check the task's labels"
+        )
+        self.task, self.step, self.value = task, step, value
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How one network is trained. The defaults are the standard schedule."""
+
+    steps: int = 1500
+    batch_size: int = 32
+    optimizer: str = "adamw"  # "adamw" or "sgd" (with momentum)
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_fraction: float = 0.05
+    size: float = 1.0  # encoder multiply-add fraction: 1 full, 0.5 half
+    dtype: str = "float32"  # compute dtype; "bfloat16" is for GPUs
+    seed: int = 0
+    steps_per_call: int = 25  # steps between reads of the losses
+    checkpoint_every: int = 500
+
+    def __post_init__(self):
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        for name in ("steps", "batch_size", "steps_per_call"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """Linear warm-up, then cosine decay to 1% of the peak rate."""
+    warmup = max(1, int(cfg.warmup_fraction * cfg.steps))
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.learning_rate, warmup, max(cfg.steps, warmup + 1), end_value=cfg.learning_rate * 0.01
+    )
+    if cfg.optimizer == "adamw":
+        return optax.adamw(schedule, weight_decay=cfg.weight_decay)
+    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.sgd(schedule, momentum=cfg.momentum))
+
+
+def build_model(tasks: Sequence[Task], cfg: TrainConfig) -> MultiTaskNet:
+    dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
+    return MultiTaskNet(tasks, size=cfg.size, dtype=dtype, rngs=nnx.Rngs(cfg.seed))
+
+
+# ---------------------------------------------------------------------------
+# Pure functions of arrays.
+
+
+def task_losses(graphdef: nnx.GraphDef, params: Any, batch: Batch, tasks: Sequence[Task]) -> jax.Array:
+    """(n_tasks,) loss of each task on one batch."""
+    preds = nnx.merge(graphdef, params)(decode_image(batch["rgb"]))
+    return jnp.stack([t.compute_loss(preds[t.name], batch) for t in tasks])
+
+
+def sample_batch(data: Batch, key: jax.Array, batch_size: int) -> Batch:
+    n = next(iter(data.values())).shape[0]
+    idx = jax.random.randint(key, (batch_size,), 0, n)
+    return {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
+
+
+def make_train_fn(
+    graphdef: nnx.GraphDef, tasks: Sequence[Task], tx: optax.GradientTransformation, cfg: TrainConfig
+) -> Callable:
+    """A jitted step `(state, data, weights) -> (state, losses (n_tasks,))`.
+
+    state = {"params", "opt_state", "step"}; the minibatch of step s is drawn
+    with key fold_in(PRNGKey(seed), s). The training loss is
+    `weights . task_losses`. The state is donated: the caller must use the
+    returned one.
+    """
+    base_key = jax.random.PRNGKey(cfg.seed)
+
+    def step(state, data, weights):
+        key = jax.random.fold_in(base_key, state["step"])
+        batch = sample_batch(data, key, cfg.batch_size)
+
+        def total(params):
+            losses = task_losses(graphdef, params, batch, tasks)
+            return jnp.dot(weights, losses), losses
+
+        grads, losses = jax.grad(total, has_aux=True)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, losses
+
+    # Steps are dispatched one by one from Python: XLA:CPU runs convolutions
+    # inside a lax.scan body an order of magnitude slower than at top level
+    # (measured here), and dispatch is asynchronous, so the loop costs little.
+    return jax.jit(step, donate_argnums=0)
+
+
+def make_eval_fn(graphdef: nnx.GraphDef, tasks: Sequence[Task]) -> Callable:
+    """A jitted `(params, batch) -> {task: {"loss_sum", **stats}}`.
+
+    Losses are per image (each image's own mean over its counted pixels) and
+    summed, so a split's loss is the mean over its images whatever the batching.
+    """
+
+    def per_image_losses(params, batch):
+        preds = nnx.merge(graphdef, params)(decode_image(batch["rgb"]))
+
+        def one(pred_i, batch_i):
+            b = {k: v[None] for k, v in batch_i.items()}
+            return jnp.stack([t.compute_loss(pred_i[t.name][None], b) for t in tasks])
+
+        losses = jax.vmap(one)(preds, dict(batch))
+        out = {}
+        for i, t in enumerate(tasks):
+            out[t.name] = {"loss_sum": losses[:, i].sum(), **t.compute_stats(preds[t.name], batch)}
+        return out
+
+    return jax.jit(per_image_losses)
+
+
+# ---------------------------------------------------------------------------
+# Stateful edges: data on device, checkpoints, progress.
+
+
+def to_device(split: Mapping[str, np.ndarray], tasks: Sequence[Task]) -> dict[str, jax.Array]:
+    """The modalities `tasks` need, as device arrays in their stored dtypes."""
+    from tasks.registry import modalities_for
+
+    missing = [m for m in modalities_for(tasks) if m not in split]
+    if missing:
+        raise ValueError(f"the data has no {', '.join(missing)} labels, needed by tasks "
+                         f"{', '.join(t.name for t in tasks)}; it has: {', '.join(sorted(split))}")
+    n = len(split["rgb"])
+    if n == 0:
+        raise ValueError("the data split is empty")
+    check_resolution(split["rgb"].shape[1])
+    return {m: jnp.asarray(split[m]) for m in modalities_for(tasks)}
+
+
+def evaluate(
+    graphdef: nnx.GraphDef, params: Any, split: Mapping[str, jax.Array], tasks: Sequence[Task],
+    *, batch_size: int = 64, eval_fn: Callable | None = None,
+) -> dict[str, dict[str, float]]:
+    """Per-task loss (mean over images) and metrics on a whole split."""
+    eval_fn = eval_fn or make_eval_fn(graphdef, tasks)
+    n = next(iter(split.values())).shape[0]
+    totals: dict[str, dict[str, Any]] = {}
+    for lo in range(0, n, batch_size):
+        out = eval_fn(params, {k: v[lo : lo + batch_size] for k, v in split.items()})
+        for task, stats in jax.device_get(out).items():
+            acc = totals.setdefault(task, {})
+            for k, v in stats.items():
+                acc[k] = acc.get(k, 0) + np.asarray(v, dtype=np.float64)
+    result = {}
+    for t in tasks:
+        stats = totals[t.name]
+        result[t.name] = {"loss": float(stats.pop("loss_sum") / n), **t.finalize(stats)}
+    return result
+
+
+class Checkpoints:
+    """Orbax checkpoints of a training state in `directory` (keeps the newest 2)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.manager = ocp.CheckpointManager(
+            Path(directory).absolute(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, state: dict) -> None:
+        self.manager.save(int(state["step"]), args=self._ocp.args.StandardSave(state), force=True)
+        self.manager.wait_until_finished()
+
+    def restore(self, like: dict) -> dict:
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), like)
+        return self.manager.restore(self.manager.latest_step(), args=self._ocp.args.StandardRestore(abstract))
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+@dataclasses.dataclass
+class TrainResult:
+    tasks: tuple[str, ...]
+    graphdef: nnx.GraphDef
+    params: Any
+    losses: np.ndarray  # (steps, n_tasks) training loss of every step
+    seconds: float
+    resumed_from: int | None
+
+    def model(self) -> MultiTaskNet:
+        return nnx.merge(self.graphdef, self.params)
+
+
+def train_network(
+    tasks: Sequence[Task],
+    train_split: Mapping[str, np.ndarray | jax.Array],
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Trains a network for `tasks` on `train_split` (modality -> array).
+
+    With `checkpoint_dir`, the state is saved every `cfg.checkpoint_every`
+    steps and at the end, and a run finding a checkpoint there resumes from
+    it. `stop_after` ends the run after that many steps without a final
+    checkpoint, as if it had been killed then (for tests of resumption).
+
+    Raises TrainingDiverged when a task's loss becomes NaN or infinite.
+    """
+    tasks = tuple(tasks)
+    data = to_device(train_split, tasks)
+    model = build_model(tasks, cfg)
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = make_optimizer(cfg)
+    state = {"params": params, "opt_state": tx.init(params), "step": jnp.asarray(0, jnp.int32)}
+    ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
+    resumed_from = None
+    if ckpt is not None and ckpt.latest_step() is not None:
+        state = ckpt.restore(state)
+        resumed_from = int(state["step"])
+    run = make_train_fn(graphdef, tasks, tx, cfg)
+    weights = jnp.ones(len(tasks), jnp.float32)
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    history: list[np.ndarray] = []
+    start = time.perf_counter()
+    bar = _progress(total=cfg.steps, initial=int(state["step"]), enabled=progress,
+                    desc="+".join(t.name for t in tasks) + (f" @{cfg.size:g}" if cfg.size != 1 else ""))
+    try:
+        while int(state["step"]) < end:
+            step0 = int(state["step"])
+            n = min(cfg.steps_per_call, end - step0)
+            if ckpt is not None:  # land exactly on checkpoint boundaries
+                n = min(n, cfg.checkpoint_every - step0 % cfg.checkpoint_every)
+            chunk = []
+            for _ in range(n):
+                state, step_losses = run(state, data, weights)
+                chunk.append(step_losses)
+            losses = np.asarray(jnp.stack(chunk))
+            _check_finite(losses, tasks, step0)
+            history.append(losses)
+            bar.update(n)
+            bar.set_postfix({t.name: f"{v:.3f}" for t, v in zip(tasks, losses[-1])}, refresh=False)
+            step = int(state["step"])
+            if ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+                ckpt.save(state)
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()
+    return TrainResult(
+        tasks=tuple(t.name for t in tasks),
+        graphdef=graphdef,
+        params=state["params"],
+        losses=np.concatenate(history) if history else np.zeros((0, len(tasks))),
+        seconds=time.perf_counter() - start,
+        resumed_from=resumed_from,
+    )
+
+
+def _check_finite(losses: np.ndarray, tasks: Sequence[Task], step0: int) -> None:
+    bad = ~np.isfinite(losses)
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raise TrainingDiverged(tasks[col].name, step0 + row + 1, float(losses[row, col]))
+
+
+def _progress(total: int, initial: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step",
+                leave=False, dynamic_ncols=True, mininterval=1.0)
+
+
+def mean_training_loss(losses: np.ndarray, last: int = 50) -> np.ndarray:
+    """Mean per-task loss over the last `last` steps (a cheap progress figure)."""
+    return losses[-min(last, len(losses)) :].mean(0) if len(losses) else np.full(losses.shape[1:], math.nan)
+
+
+def train_and_evaluate(
+    tasks: Sequence[Task],
+    splits: Mapping[str, Mapping[str, np.ndarray]],
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Trains on splits['train'] and evaluates on every other split given.
+
+    Returns {"train_seconds", "steps", "resumed_from", "final_train_loss":
+    {task: mean of the last 50 steps}, <split>: {task: {"loss", metrics}}}.
+    """
+    result = train_network(tasks, splits["train"], cfg, checkpoint_dir=checkpoint_dir, progress=progress)
+    report: dict[str, Any] = {
+        "train_seconds": result.seconds,
+        "steps": cfg.steps,
+        "resumed_from": result.resumed_from,
+        "final_train_loss": dict(zip(result.tasks, map(float, mean_training_loss(result.losses)))),
+    }
+    eval_fn = make_eval_fn(result.graphdef, tasks)
+    for name, split in splits.items():
+        if name != "train":
+            report[name] = evaluate(result.graphdef, result.params, to_device(split, tasks), tasks, eval_fn=eval_fn)
+    return report
