@@ -1,0 +1,389 @@
+"""Inter-task affinity (TAG) and gradient cosine similarity (CS), measured
+during one training run of all tasks together.
+
+TAG (Fifty et al., NeurIPS 2021): take one SGD step on the *shared*
+parameters with the gradient of task i alone (heads unchanged), on the
+current minibatch, and see how much task j's loss on the same minibatch
+changes::
+
+    Z[i, j] = 1 - L_j(theta_s - lr * grad_{theta_s} L_i, theta_j) / L_j(theta_s, theta_j)
+
+Positive: a step on task i lowers task j's loss. To first order
+``Z[i, j] ~= lr * <g_i, g_j> / L_j``, so Z is not symmetric (it is divided by
+the *target's* loss). CS, the baseline of the paper, is the cosine of the
+per-task gradients on the shared parameters (flattened and concatenated).
+
+Conventions. Arrays from this module are indexed ``Z[source, target]``:
+row i = the task that takes the step, column j = the task whose loss changes.
+TAG's notebooks and `grouping.selection` use the transpose, as nested dicts:
+``matrix[a][b]`` = affinity of b onto a (row = the receiving task);
+`to_tag_matrix` converts.
+
+Everything here is a pure function of arrays (jit-able, no Python loop over
+tasks): the n per-task gradients come from one `jax.vjp` of the per-task loss
+vector, pulled back with the n one-hot cotangents under `jax.vmap`; the n
+lookahead losses from one `jax.vmap` over the n stepped parameter sets.
+That costs n backward passes through the whole network, heads included
+(n^2 head backwards); a loss given as a `SplitLoss` (shared trunk + per-task
+heads, e.g. `multitask_net_loss`) runs the heads' backward once and only the
+trunk's n times.
+
+`params` is any pytree (a nested dict, or the `nnx.State` of
+``nnx.split(model, nnx.Param)``). Which leaves are shared is given by
+`is_shared`: a pytree of Python bools with params' structure (see
+`shared_mask`), or a predicate ``is_shared(key_path) -> bool`` on the JAX key
+path of each leaf (see `key_names`). The mask is static: it must hold
+Python/numpy bools, not traced arrays.
+
+Averaging over training: `init_accumulator` / `accumulate` / `summarise`
+keep running sums in a plain dict of arrays (a pytree that checkpoints with
+the training state).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LossFn = Callable[[Any], jax.Array]  # params -> (n,) per-task losses on one batch
+Mask = Any  # pytree of bools with params' structure, or a predicate on key paths
+
+
+# ---------------------------------------------------------------------------
+# Which parameters are shared.
+
+
+def key_names(path: Sequence[Any]) -> tuple[str, ...]:
+    """A JAX key path as plain strings: ('encoder', 'down', '0', 'kernel', 'value')."""
+    names = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                names.append(str(getattr(k, attr)))
+                break
+        else:
+            names.append(str(k))
+    return tuple(names)
+
+
+def shared_mask(params: Any, prefix: str | Sequence[str] = "encoder") -> Any:
+    """Pytree of bools with params' structure: True on the leaves under `prefix`.
+
+    `prefix` is a top-level key ("encoder", the shared trunk of
+    `mtl.model.MultiTaskNet`) or a path ("encoder/down" or a tuple of names).
+    Raises ValueError when no leaf matches (a misspelt prefix would otherwise
+    make every affinity 0).
+    """
+    parts = tuple(prefix.split("/")) if isinstance(prefix, str) else tuple(map(str, prefix))
+    mask = jax.tree_util.tree_map_with_path(lambda p, _: key_names(p)[: len(parts)] == parts, params)
+    if not any(jax.tree.leaves(mask)):
+        tops = sorted({key_names(p)[0] for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]})
+        raise ValueError(f"no parameter lies under {'/'.join(parts)!r}; top-level keys: {', '.join(tops)}")
+    return mask
+
+
+def _flags(params: Any, is_shared: Mask) -> tuple[bool, ...]:
+    """One static bool per leaf of params (flattening order)."""
+    if callable(is_shared):
+        flags = [bool(is_shared(p)) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    else:
+        treedef = jax.tree.structure(params)
+        try:
+            leaves = treedef.flatten_up_to(is_shared)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"is_shared must have the structure of params: {e}") from None
+        flags = []
+        for leaf in leaves:
+            if isinstance(leaf, jax.core.Tracer):
+                raise TypeError("is_shared must hold static Python bools, not traced arrays "
+                                "(close over the mask instead of passing it through jit)")
+            flags.append(bool(np.asarray(leaf)))
+    if not any(flags):
+        raise ValueError("is_shared marks no parameter as shared")
+    return tuple(flags)
+
+
+# ---------------------------------------------------------------------------
+# The estimators.
+
+
+class SplitLoss(NamedTuple):
+    """A per-task loss given as a shared trunk and per-task heads, which makes
+    the n per-task gradients about twice as cheap as a plain `loss_fn`.
+
+    The loss is ``heads(params, stack_n(features(params)))``. Contract:
+    `features` reads only the shared parameters (its output: any pytree);
+    `heads` gets the features with a leading task axis of size `n_tasks`,
+    task j's loss must read only row j of it, and it must not read the
+    shared parameters. Then one pull-back through the heads (cotangent 1 on
+    every loss) gives every task's own feature gradient, and only the trunk's
+    backward runs n times (batched). With a plain loss_fn, each of the n
+    batched backward passes runs through all n heads (n^2 head backwards).
+    See `multitask_net_loss` for `mtl.model.MultiTaskNet`.
+    """
+
+    features: Callable[[Any], Any]
+    heads: Callable[[Any, Any], jax.Array]
+    n_tasks: int
+
+
+class AffinityResult(NamedTuple):
+    """What one measurement returns (all at the given params, on one batch).
+
+    losses:    (n,) per-task losses L_j(theta) -- the step's training losses.
+    affinity:  (n, n) Z[source, target] (see the module docstring).
+    cosine:    (n, n) cosine of the shared-parameter gradients (symmetric).
+    grad:      gradient of the training loss sum_i w_i L_i (w = `weights`,
+               1 by default) over ALL parameters (params' structure) = the
+               weighted sum of the per-task gradients, so a training step
+               can apply it without another backward pass.
+    """
+
+    losses: jax.Array
+    affinity: jax.Array
+    cosine: jax.Array
+    grad: Any
+
+
+class _PerTask(NamedTuple):
+    losses: jax.Array  # (n,)
+    shared: list  # shared leaves' per-task gradients, each (n, *leaf.shape)
+    total: Any  # weighted total gradient, params' structure
+    stepped: Callable  # [shared leaves] -> (n,) losses at those shared leaves
+
+
+def _rebuild(treedef, flags, shared, other):
+    it_s, it_o = iter(shared), iter(other)
+    return jax.tree.unflatten(treedef, [next(it_s) if f else next(it_o) for f in flags])
+
+
+def _per_task(loss, params, flags, weights) -> _PerTask:
+    leaves, treedef = jax.tree.flatten(params)
+    sh = [x for x, f in zip(leaves, flags) if f]
+    ot = [x for x, f in zip(leaves, flags) if not f]
+    if isinstance(loss, SplitLoss):
+        return _per_task_split(loss, treedef, flags, sh, ot, weights)
+
+    def stepped(new_sh):
+        return loss(_rebuild(treedef, flags, new_sh, ot))
+
+    losses, pullback = jax.vjp(loss, params)
+    if losses.ndim != 1:
+        raise ValueError(f"loss_fn must return a vector of per-task losses, got shape {losses.shape}")
+    # Task i's gradient = the pull-back of the i-th one-hot cotangent; the n
+    # backward passes run batched.
+    (grads,) = jax.vmap(pullback)(jnp.eye(losses.shape[0], dtype=losses.dtype))
+    g_leaves = jax.tree.leaves(grads)
+    w = None if weights is None else jnp.asarray(weights)
+    total = [g.sum(0) if w is None else jnp.tensordot(w.astype(g.dtype), g, axes=1) for g in g_leaves]
+    return _PerTask(losses, [g for g, f in zip(g_leaves, flags) if f],
+                    jax.tree.unflatten(treedef, total), stepped)
+
+
+def _per_task_split(loss: SplitLoss, treedef, flags, sh, ot, weights) -> _PerTask:
+    n = loss.n_tasks
+
+    def feats(s):
+        return loss.features(_rebuild(treedef, flags, s, ot))
+
+    def heads(o, zs):
+        return loss.heads(_rebuild(treedef, flags, sh, o), zs)
+
+    def stack(z):
+        return jax.tree.map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), z)
+
+    def stepped(new_sh):
+        return loss.heads(_rebuild(treedef, flags, sh, ot), stack(feats(new_sh)))
+
+    z, feats_pullback = jax.vjp(feats, sh)
+    losses, heads_pullback = jax.vjp(heads, ot, stack(z))
+    if losses.shape != (n,):
+        raise ValueError(f"SplitLoss.heads must return ({n},) losses, got shape {losses.shape}")
+    g_heads, dz = heads_pullback(jnp.ones_like(losses))  # dz[j] = dL_j/dfeatures
+    if weights is not None:  # the heads' gradient of sum w_j L_j: one more pull-back
+        g_heads, _ = heads_pullback(jnp.asarray(weights, losses.dtype))
+    (g_sh,) = jax.vmap(feats_pullback)(dz)  # the trunk's n backward passes, batched
+    w = None if weights is None else jnp.asarray(weights)
+    total_sh = [g.sum(0) if w is None else jnp.tensordot(w.astype(g.dtype), g, axes=1) for g in g_sh]
+    return _PerTask(losses, list(g_sh), _rebuild(treedef, flags, total_sh, g_heads), stepped)
+
+
+def _cosine_from(shared_grads: Sequence[jax.Array], eps: float) -> jax.Array:
+    """Cosine of the rows of the (n, P) matrix the leaves concatenate to,
+    without materialising it: the Gram matrix is a sum over leaves."""
+    n = shared_grads[0].shape[0]
+    gram = sum(
+        jnp.einsum("ip,jp->ij", g.reshape(n, -1), g.reshape(n, -1), precision=jax.lax.Precision.HIGHEST)
+        for g in shared_grads
+    )
+    norm = jnp.sqrt(jnp.clip(jnp.diagonal(gram), 0.0))
+    return gram / jnp.maximum(norm[:, None] * norm[None, :], eps)
+
+
+def _affinity_from(pt: _PerTask, params, flags, lr, divide_by_lr) -> jax.Array:
+    sh = [x for x, f in zip(jax.tree.leaves(params), flags) if f]
+
+    def lookahead(g_i):  # one source task's shared gradient -> (n targets,) losses
+        return pt.stepped([x - jnp.asarray(lr, x.dtype) * g.astype(x.dtype) for x, g in zip(sh, g_i)])
+
+    after = jax.vmap(lookahead)(pt.shared)  # (n sources, n targets), batched
+    # A target already at loss 0 has no relative change to measure: 0, not NaN.
+    ok = pt.losses > 0
+    z = jnp.where(ok[None, :], 1.0 - after / jnp.where(ok, pt.losses, 1.0)[None, :], 0.0)
+    return z / lr if divide_by_lr else z
+
+
+def affinity_and_cosine(
+    loss_fn: LossFn | SplitLoss, params: Any, is_shared: Mask, lr: float | jax.Array, *,
+    divide_by_lr: bool = False, weights: jax.Array | None = None, eps: float = 1e-30,
+) -> AffinityResult:
+    """TAG affinity, gradient cosine, the losses and the total gradient, from
+    ONE forward pass, n batched backward passes and n batched lookahead
+    forward passes.
+
+    Args:
+      loss_fn: params -> (n,) per-task losses on one fixed batch (close over
+        the batch), or a `SplitLoss` of the same (cheaper, see there).
+      params: the parameters (any pytree).
+      is_shared: which leaves are shared (see module docstring, `shared_mask`).
+      lr: the lookahead SGD step size (may be traced, e.g. a schedule value).
+      divide_by_lr: report Z / lr, as TAG's released Taskonomy code does
+        (the scale of fixtures/tag2021/affinities.json); to first order it is
+        then independent of lr. lr must then be nonzero.
+      weights: (n,) task weights of the training loss for `grad` (default
+        all 1); they do not enter affinity or cosine.
+      eps: floor of |g_i| |g_j| in the cosine; a task with a zero shared
+        gradient gets cosine 0 (diagonal included), not NaN.
+
+    Returns AffinityResult(losses, affinity[source, target], cosine, grad).
+    The total gradient `grad` is the (weighted) sum of the per-task gradients
+    over all parameters (the heads' included), i.e. the gradient of the
+    training loss sum_i w_i L_i, so a training step that measures affinity
+    applies it instead of running a separate backward pass.
+    """
+    flags = _flags(params, is_shared)
+    pt = _per_task(loss_fn, params, flags, weights)
+    z = _affinity_from(pt, params, flags, lr, divide_by_lr)
+    return AffinityResult(pt.losses, z, _cosine_from(pt.shared, eps), pt.total)
+
+
+def lookahead_affinity(
+    loss_fn: LossFn | SplitLoss, params: Any, is_shared: Mask, lr: float | jax.Array, *,
+    divide_by_lr: bool = False,
+) -> jax.Array:
+    """(n, n) TAG affinity Z[i, j] = 1 - L_j(theta_s - lr grad_s L_i, theta_j) / L_j(theta).
+
+    Row i = the source (the task whose gradient takes the SGD step on the
+    shared parameters), column j = the target (the task whose loss is
+    re-measured on the same batch). Heads do not move. Z[i, j] > 0: a step on
+    i lowers j's loss. A target whose loss is exactly 0 gets 0. Transpose
+    (`to_tag_matrix`) for TAG's row = receiving task. See `affinity_and_cosine`.
+    """
+    flags = _flags(params, is_shared)
+    return _affinity_from(_per_task(loss_fn, params, flags, None), params, flags, lr, divide_by_lr)
+
+
+def gradient_cosine(loss_fn: LossFn | SplitLoss, params: Any, is_shared: Mask, *, eps: float = 1e-30) -> jax.Array:
+    """(n, n) cosine similarity of the per-task gradients on the shared
+    parameters (all shared leaves flattened and concatenated). Symmetric,
+    diagonal 1 (0 for a task whose shared gradient is exactly 0)."""
+    flags = _flags(params, is_shared)
+    return _cosine_from(_per_task(loss_fn, params, flags, None).shared, eps)
+
+
+def multitask_net_loss(graphdef: Any, tasks: Sequence[Any], batch: Mapping[str, jax.Array]) -> SplitLoss:
+    """The `SplitLoss` of `mtl.model.MultiTaskNet` (params from
+    ``nnx.split(model, nnx.Param)``) on one batch: features = the encoder's
+    output, heads = decoders + `Task.compute_loss`. Equals
+    `mtl.train.task_losses(graphdef, params, batch, tasks)`; shared = the
+    'encoder' subtree (`shared_mask(params)`)."""
+    from flax import nnx
+
+    from tasks.registry import decode_image
+
+    tasks = tuple(tasks)
+    x = decode_image(batch["rgb"])
+
+    def features(params):
+        return nnx.merge(graphdef, params).encoder(x)
+
+    def heads(params, zs):
+        decoders = nnx.merge(graphdef, params).decoders
+        return jnp.stack([t.compute_loss(decoders[t.name](zs[j]), batch) for j, t in enumerate(tasks)])
+
+    return SplitLoss(features, heads, len(tasks))
+
+
+# ---------------------------------------------------------------------------
+# Conventions.
+
+
+def to_tag_matrix(z: Any, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Z[source, target] -> {target: {source: value}}: TAG's notebook layout
+    (matrix[a][b] = affinity of b onto a, row = receiving task), which
+    `grouping.selection` consumes. Diagonal kept (the solver ignores it).
+    Also right for the cosine matrix, which is symmetric."""
+    z = np.asarray(z, dtype=np.float64)
+    names = list(names)
+    if z.shape != (len(names), len(names)):
+        raise ValueError(f"matrix of shape {z.shape} for {len(names)} task names")
+    return {a: {b: float(z[j, i]) for j, b in enumerate(names)} for i, a in enumerate(names)}
+
+
+# ---------------------------------------------------------------------------
+# Averaging over training.
+
+
+def init_accumulator(n_tasks: int) -> dict[str, jax.Array]:
+    """Running sums of affinity and cosine: a dict of arrays (a pytree that
+    jit, donation and orbax checkpoints take as is)."""
+    return {
+        "affinity_sum": jnp.zeros((n_tasks, n_tasks), jnp.float32),
+        "cosine_sum": jnp.zeros((n_tasks, n_tasks), jnp.float32),
+        "count": jnp.zeros((), jnp.int32),
+    }
+
+
+def accumulate(acc: Mapping[str, jax.Array], affinity: jax.Array, cosine: jax.Array,
+               include: bool | jax.Array = True) -> dict[str, jax.Array]:
+    """acc plus one measurement; `include` (may be traced) = False leaves acc
+    unchanged, so a jitted step can call it every step and count every k-th."""
+    w = jnp.asarray(include, jnp.float32)
+    return {
+        "affinity_sum": acc["affinity_sum"] + w * affinity.astype(jnp.float32),
+        "cosine_sum": acc["cosine_sum"] + w * cosine.astype(jnp.float32),
+        "count": acc["count"] + jnp.asarray(include, jnp.int32),
+    }
+
+
+class Summary(NamedTuple):
+    affinity: np.ndarray  # (n, n) mean Z[source, target]
+    cosine: np.ndarray  # (n, n) mean cosine
+    count: int  # measurements averaged
+
+
+def summarise(acc: Mapping[str, Any]) -> Summary:
+    """Mean matrices over the measurements (host numpy, float64). Raises
+    ValueError when nothing was accumulated."""
+    count = int(np.asarray(acc["count"]))
+    if count == 0:
+        raise ValueError("no affinity measurement was accumulated")
+    return Summary(
+        affinity=np.asarray(acc["affinity_sum"], np.float64) / count,
+        cosine=np.asarray(acc["cosine_sum"], np.float64) / count,
+        count=count,
+    )
+
+
+def mean_matrices(measurements: Sequence[AffinityResult] | Sequence[tuple[jax.Array, jax.Array]]) -> Summary:
+    """Convenience: `summarise` of a list of (affinity, cosine) or results."""
+    items = [(m.affinity, m.cosine) if isinstance(m, AffinityResult) else m for m in measurements]
+    if not items:
+        raise ValueError("no affinity measurement was given")
+    acc = init_accumulator(np.shape(items[0][0])[0])
+    for z, c in items:
+        acc = accumulate(acc, jnp.asarray(z), jnp.asarray(c))
+    return summarise(acc)

@@ -1,0 +1,135 @@
+"""Choose which networks to train for a budget (Standley et al. 2020) or TAG groups (Fifty et al. 2021).
+
+Examples (from the repository root):
+
+    python scripts/select_networks.py --table results.txt --test-table results_test.txt --budgets 1:5:0.5
+    python scripts/select_networks.py --table results.txt --budgets 3 --method hoa --json
+    python scripts/select_networks.py --objective tag --table affinities.json#celeba/tag --budgets 2,3
+
+Tables: Standley's tab-separated format (``--tasks`` names its columns;
+default s,d,n,k,t), a ``network,task,loss[,cost]`` CSV (``--tasks``: the
+tasks to cover), or for ``--objective tag`` a JSON affinity matrix
+(``--tasks``: the tasks to group; budgets are numbers of groups).  Bad input
+prints one line starting with 'error:' on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from grouping.selection import (  # noqa: E402
+    Selection,
+    SelectionError,
+    hoa_candidates,
+    score,
+    score_tag,
+    select_groups_tag,
+    select_networks,
+)
+from grouping.tables import TableError, parse_budgets, read_affinity, read_loss_table  # noqa: E402
+
+METHODS = ("optimal", "hoa")
+OBJECTIVES = ("loss", "tag")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", required=True, help="selection table (Standley .txt, .csv, or TAG .json[#key/key])")
+    p.add_argument("--test-table", help="table to score the chosen networks on (e.g. test losses)")
+    p.add_argument("--budgets", required=True, help="a number, a list 1,2,3 or an inclusive range 1:5:0.5")
+    p.add_argument("--method", default="optimal", help="optimal (default) or hoa (higher-order approximation from pairs)")
+    p.add_argument("--objective", default="loss", help="loss (default; minimise summed loss) or tag (maximise mean affinity)")
+    p.add_argument("--tasks", help="comma-separated task names (columns of a Standley table; tasks to cover or group)")
+    p.add_argument("--time-limit", type=float, help="seconds for the whole run (MIP solver only)")
+    p.add_argument("--allow-missing", action="store_true", help="accept a Standley table that lacks some networks")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    return p
+
+
+def run(args: argparse.Namespace) -> list[tuple[Selection, float | None]]:
+    """Solve as asked: (selection, test total or None) per budget."""
+    if args.method not in METHODS:
+        raise SelectionError(f"unknown method {args.method!r} (use {' or '.join(METHODS)})")
+    if args.objective not in OBJECTIVES:
+        raise SelectionError(f"unknown objective {args.objective!r} (use {' or '.join(OBJECTIVES)})")
+    if args.time_limit is not None and not (args.time_limit > 0 and math.isfinite(args.time_limit)):
+        raise SelectionError("--time-limit must be a positive number of seconds")
+    budgets = parse_budgets(args.budgets)
+    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+    if args.objective == "tag":
+        if args.method != "optimal":
+            raise SelectionError("--method hoa applies to loss tables, not to --objective tag")
+        if any(b != int(b) or b < 1 for b in budgets):
+            raise SelectionError("with --objective tag, budgets are numbers of groups (whole numbers >= 1)")
+        affinity = read_affinity(args.table)
+        test = read_affinity(args.test_table) if args.test_table else None
+        selections = select_groups_tag(affinity, [int(b) for b in budgets], tasks=tasks, time_limit=args.time_limit)
+        return [(sel, score_tag(sel.networks, test) if test else None) for sel in selections]
+    table = read_loss_table(args.table, tasks, allow_missing=args.allow_missing)
+    candidates = hoa_candidates(table.networks) if args.method == "hoa" else table.networks
+    test = read_loss_table(args.test_table, table.tasks, allow_missing=args.allow_missing) if args.test_table else None
+    selections = select_networks(candidates, budgets, tasks=table.tasks, time_limit=args.time_limit)
+    return [(sel, score(sel.networks, test.networks, tasks=table.tasks) if test else None) for sel in selections]
+
+
+def to_json(args: argparse.Namespace, rows: list[tuple[Selection, float | None]]) -> dict:
+    return {
+        "objective": args.objective,
+        "method": args.method,
+        "results": [
+            {
+                "budget": sel.budget,
+                "networks": [{"tasks": list(nw.tasks), "cost": nw.cost} for nw in sel.networks],
+                "selection_total": sel.total,
+                "test_total": test_total,
+                "optimal": sel.optimal,
+            }
+            for sel, test_total in rows
+        ],
+    }
+
+
+def render(args: argparse.Namespace, rows: list[tuple[Selection, float | None]]) -> str:
+    """Readable text: one block per budget, one line per chosen network."""
+    tag = args.objective == "tag"
+    what = "mean score" if tag else "total loss"
+    out = []
+    for sel, test_total in rows:
+        head = f"{'groups <=' if tag else 'budget'} {sel.budget:g}: selection {what} {sel.total:.6f}"
+        if test_total is not None:
+            head += f", test {what} {test_total:.6f}"
+        head += f", cost {sel.cost:g}" + ("" if sel.optimal else f" (not proven optimal, gap {sel.gap:.2%})")
+        out.append(head)
+        width = max(len(nw.label) for nw in sel.networks)
+        for nw in sel.networks:
+            serves = " ".join(t for t, label in sel.assignment.items() if label == nw.label)
+            out.append(f"  {nw.label:<{width}}  cost {nw.cost:<4g}  counts for: {serves}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rows = run(args)
+    except (SelectionError, TableError, OSError) as exc:
+        message = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror}: {exc.filename}"
+        print(f"error: {message}".replace("\n", " "), file=sys.stderr)
+        return 2
+    print(json.dumps(to_json(args, rows)) if args.json else render(args, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Tests of scripts/select_networks.py, run as a subprocess like a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "select_networks.py"
+FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+def fixture(*parts: str) -> Path:
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"fixture folder {FIXTURES} is absent")
+    return path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def assert_input_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+SMALL_CSV = """network,task,loss,cost
+half:a,a,0.5,
+half:b,b,0.6,
+a+b,a,0.3,1
+a+b,b,0.4,1
+a,a,0.2,1
+b,b,0.1,1
+"""
+
+
+@pytest.fixture
+def small_csv(tmp_path) -> Path:
+    path = tmp_path / "small.csv"
+    path.write_text(SMALL_CSV)
+    return path
+
+
+def test_json_output_reproduces_published_curve():
+    folder = fixture("standley2020")
+    expected = json.loads((folder / "expected_curves.json").read_text())["settings"]["setting1"]
+    result = cli("--table", folder / "results.txt", "--test-table", folder / "results_test.txt",
+                 "--budgets", "1:5:0.5", "--method", "hoa", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {"objective", "method", "results"}
+    assert (report["objective"], report["method"]) == ("loss", "hoa")
+    assert [r["budget"] for r in report["results"]] == [1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5]
+    assert [r["test_total"] for r in report["results"]] == pytest.approx(expected["hoa"], abs=1e-5)
+    first = report["results"][0]
+    assert set(first) == {"budget", "networks", "selection_total", "test_total", "optimal"}
+    assert first["networks"] == [{"tasks": ["s", "d", "n", "k", "t"], "cost": 1.0}] and first["optimal"] is True
+
+
+def test_text_output(small_csv):
+    result = cli("--table", small_csv, "--budgets", "1,2,1.5")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "budget 1: selection total loss 0.700000, cost 1" in out
+    assert "budget 2: selection total loss 0.300000, cost 2" in out
+    assert "budget 1.5: selection total loss 0.600000, cost 1.5" in out  # half:a (0.5) + b (0.1)
+    assert "counts for: a" in out
+
+
+def test_csv_json_with_test_table(small_csv, tmp_path):
+    test = tmp_path / "test.csv"
+    test.write_text(SMALL_CSV.replace("0.2,1", "0.25,1"))
+    report = json.loads(cli("--table", small_csv, "--test-table", test, "--budgets", "2", "--json").stdout)
+    (row,) = report["results"]
+    assert row["selection_total"] == pytest.approx(0.3) and row["test_total"] == pytest.approx(0.35)
+    assert sorted(n["tasks"][0] for n in row["networks"]) == ["a", "b"]
+
+
+def test_tag_objective():
+    path = fixture("tag2021", "affinities.json")
+    result = cli("--objective", "tag", "--table", f"{path}#taskonomy/tag", "--budgets", "2:3:1", "--json")
+    assert result.returncode == 0, result.stderr
+    results = json.loads(result.stdout)["results"]
+    assert [r["budget"] for r in results] == [2, 3]
+    assert [r["selection_total"] for r in results] == pytest.approx([0.3216958, 0.3486704], abs=1e-7)
+    assert results[0]["test_total"] is None
+    text = cli("--objective", "tag", "--table", f"{path}#celeba/tag", "--budgets", "3").stdout
+    assert "groups <= 3: selection mean score -92.438429" in text
+
+
+def test_runs_from_another_directory(small_csv, tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), "--table", str(small_csv), "--budgets", "2", "--json"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_unparsable_row(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("0.1\t0.2\n0.1\t\n\tzero\n0.1\t0.2\n")
+    assert_input_error(cli("--table", path, "--tasks", "a,b", "--budgets", "2"), "bad.txt:3:", "'zero' is not a number")
+
+
+def test_task_missing_from_every_network(small_csv):
+    assert_input_error(cli("--table", small_csv, "--tasks", "a,b,c", "--budgets", "2"), "'c'", "not done by any network")
+
+
+def test_nan_and_negative_losses(tmp_path):
+    nan = tmp_path / "nan.csv"
+    nan.write_text("network,task,loss\na+b,a,0.1\na+b,b,nan\n")
+    assert_input_error(cli("--table", nan, "--budgets", "1"), "nan.csv:3:", "network 'a+b'", "task 'b'")
+    negative = tmp_path / "neg.txt"
+    negative.write_text("0.1\t0.2\n0.1\t\n\t-0.2\n0.1\t0.2\n")
+    assert_input_error(cli("--table", negative, "--tasks", "a,b", "--budgets", "1"), "neg.txt:3:", "network 'b'", "-0.2")
+
+
+def test_budget_below_cheapest_cover(small_csv):
+    assert_input_error(cli("--table", small_csv, "--budgets", "0.5,2"), "budget 0.5", "minimum feasible budget is 1")
+
+
+def test_unknown_method_and_other_bad_options(small_csv):
+    assert_input_error(cli("--table", small_csv, "--budgets", "2", "--method", "greedy"), "unknown method 'greedy'")
+    assert_input_error(cli("--table", small_csv, "--budgets", "2", "--objective", "acc"), "unknown objective 'acc'")
+    assert_input_error(cli("--table", small_csv, "--budgets", "two"), "budgets 'two'")
+    assert_input_error(cli("--table", small_csv), "--budgets")
+    assert_input_error(cli("--table", small_csv.parent / "absent.csv", "--budgets", "2"), "absent.csv")
+    assert_input_error(cli("--table", small_csv, "--budgets", "2", "--time-limit", "-1"), "--time-limit")
+    assert_input_error(cli("--objective", "tag", "--table", small_csv, "--budgets", "2"), "invalid JSON")

@@ -1,0 +1,329 @@
+"""Tests of grouping.selection: exact solvers against brute force, HOA, TAG, errors, published curves."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from grouping.selection import (
+    BUDGET_RTOL,
+    InfeasibleBudgetError,
+    Network,
+    SelectionError,
+    hoa_candidates,
+    minimum_budget,
+    score,
+    score_tag,
+    select_groups_tag,
+    select_networks,
+    standley_candidates,
+    subsets_by_size,
+    tag_candidates,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+SOLVERS = ("dp", "mip")
+
+
+# --------------------------------------------------------------------------
+# Brute force: every subset of the candidates
+# --------------------------------------------------------------------------
+
+
+def fits(cost: float, budget: float) -> bool:
+    return cost <= budget + BUDGET_RTOL * max(1.0, abs(budget))
+
+
+def objective(networks, tasks) -> float:
+    return math.fsum(min(nw.losses[t] for nw in networks if t in nw.losses) for t in tasks)
+
+
+def covers(networks, tasks) -> bool:
+    done = {t for nw in networks for t in nw.tasks}
+    return all(t in done for t in tasks)
+
+
+def brute_force(candidates, tasks, budget):
+    """(best value or None, min cover cost, [(value, cost, count, heads, index sum, combo)] feasible)."""
+    feasible, min_cover = [], math.inf
+    for r in range(1, len(candidates) + 1):
+        for combo in itertools.combinations(range(len(candidates)), r):
+            nets = [candidates[i] for i in combo]
+            if not covers(nets, tasks):
+                continue
+            cost = math.fsum(nw.cost for nw in nets)
+            min_cover = min(min_cover, cost)
+            if fits(cost, budget):
+                heads = sum(len(nw.tasks) for nw in nets)
+                feasible.append((objective(nets, tasks), cost, r, heads, sum(combo), combo))
+    best = min((f[0] for f in feasible), default=None)
+    return best, min_cover, feasible
+
+
+def assert_valid(selection, candidates, tasks, budget):
+    assert covers(selection.networks, tasks)
+    assert fits(selection.cost, budget)
+    assert all(any(nw is c for c in candidates) for nw in selection.networks)
+    assert selection.total == pytest.approx(objective(selection.networks, tasks), rel=1e-12, abs=1e-12)
+    for t, label in selection.assignment.items():
+        best = min(nw.losses[t] for nw in selection.networks if t in nw.losses)
+        assert next(nw for nw in selection.networks if nw.label == label).losses[t] == best
+
+
+# --------------------------------------------------------------------------
+# Random small instances
+# --------------------------------------------------------------------------
+
+TIED_LOSSES = st.sampled_from([0.0, 0.1, 0.2, 0.25, 0.3, 0.5, 1.0])
+LOSSES = TIED_LOSSES | st.floats(0, 2, allow_nan=False, allow_infinity=False)
+GRID_COSTS = st.sampled_from([0.5, 1.0, 1.5, 2.0])
+COSTS = GRID_COSTS | st.floats(0.05, 3, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def instances(draw, losses=LOSSES, costs=COSTS, max_candidates=8):
+    n = draw(st.integers(2, 4))
+    tasks = [f"t{i}" for i in range(n)]
+    subsets = subsets_by_size(tasks)
+    picks = draw(st.lists(st.integers(0, len(subsets) - 1), min_size=1, max_size=max_candidates))
+    task_sets = [subsets[p] for p in picks]
+    if draw(st.booleans()):  # usually make sure every task is done
+        done = {t for s in task_sets for t in s}
+        task_sets += [(t,) for t in tasks if t not in done]
+    candidates = [Network(s, draw(costs), {t: draw(losses) for t in s}, f"c{j}") for j, s in enumerate(task_sets)]
+    budgets = draw(st.lists(
+        st.floats(0, 7, allow_nan=False)
+        | st.lists(st.sampled_from(range(len(candidates))), min_size=1, unique=True).map(
+            lambda idx: math.fsum(candidates[i].cost for i in idx)),
+        min_size=1, max_size=3))
+    return tasks, candidates, budgets
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instance=instances())
+def test_matches_brute_force(solver, instance):
+    tasks, candidates, budgets = instance
+    uncovered = [t for t in tasks if not any(t in c.tasks for c in candidates)]
+    if uncovered:
+        with pytest.raises(SelectionError, match=repr(uncovered[0])):
+            select_networks(candidates, budgets, tasks=tasks, solver=solver)
+        return
+    outcomes = [brute_force(candidates, tasks, b) for b in budgets]
+    infeasible = [b for b, (best, _, _) in zip(budgets, outcomes) if best is None]
+    if infeasible:
+        with pytest.raises(InfeasibleBudgetError) as err:
+            select_networks(candidates, budgets, tasks=tasks, solver=solver)
+        assert err.value.min_budget == pytest.approx(outcomes[0][1], rel=1e-9)
+        assert f"{err.value.min_budget:g}" in str(err.value)
+        return
+    selections = select_networks(candidates, budgets, tasks=tasks, solver=solver)
+    assert [s.budget for s in selections] == budgets
+    for sel, budget, (best, _, _) in zip(selections, budgets, outcomes):
+        assert_valid(sel, candidates, tasks, budget)
+        assert sel.optimal and sel.gap == 0.0
+        assert sel.total == pytest.approx(best, rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(instance=instances(losses=TIED_LOSSES, costs=GRID_COSTS))
+def test_dp_tie_break(instance):
+    """The DP returns the documented tie-break: value, then cost, networks, task heads, Σ candidate position."""
+    tasks, candidates, budgets = instance
+    if not covers(candidates, tasks):
+        return
+    for budget in budgets:
+        best, _, feasible = brute_force(candidates, tasks, budget)
+        if best is None:
+            continue
+        ties = [f for f in feasible if round(f[0], 9) == round(best, 9)]
+        expected = min(ties, key=lambda f: f[1:5])
+        sel = select_networks(candidates, budget, tasks=tasks, solver="dp")[0]
+        got = tuple(sorted(candidates.index(nw) for nw in sel.networks))
+        assert got == expected[5]
+
+
+def test_minimum_budget_and_infeasible_message():
+    cands = [Network(("a",), 0.75, {"a": 1.0}), Network(("b",), 0.5, {"b": 1.0}), Network(("a", "b"), 2.0, {"a": 0, "b": 0})]
+    assert minimum_budget(cands) == 1.25
+    with pytest.raises(InfeasibleBudgetError, match="minimum feasible budget is 1.25") as err:
+        select_networks(cands, [3, 1.2])
+    assert err.value.budget == 1.2 and isinstance(err.value, ValueError)
+
+
+def test_float_cost_sums_fit_their_budget():
+    cands = [Network(("a",), 0.1, {"a": 1.0}), Network(("b",), 0.2, {"b": 1.0})]
+    for solver in SOLVERS:
+        assert select_networks(cands, 0.3, solver=solver)[0].total == 2.0  # 0.1 + 0.2 > 0.3 in floats
+
+
+def test_input_errors():
+    with pytest.raises(SelectionError, match="'c'.*not done by any"):
+        select_networks([Network(("a", "b"), 1, {"a": 1, "b": 1})], 1, tasks=["a", "b", "c"])
+    with pytest.raises(SelectionError, match="'a\\+b'.*negative.*'b'"):
+        select_networks([Network(("a", "b"), 1, {"a": 1, "b": -0.5})], 1)
+    with pytest.raises(SelectionError, match="'a\\+b'.*nan.*'a'"):
+        Network(("a", "b"), 1, {"a": float("nan"), "b": 1})
+    with pytest.raises(SelectionError, match="cost"):
+        Network(("a",), 0, {"a": 1})
+    with pytest.raises(SelectionError, match="exactly its tasks"):
+        Network(("a",), 1, {"a": 1, "b": 2})
+    with pytest.raises(SelectionError, match="share the label"):
+        select_networks([Network(("a",), 1, {"a": 1}), Network(("a",), 1, {"a": 2})], 1)
+    with pytest.raises(SelectionError, match="unknown solver"):
+        select_networks([Network(("a",), 1, {"a": 1})], 1, solver="magic")
+    with pytest.raises(SelectionError, match="budget"):
+        select_networks([Network(("a",), 1, {"a": 1})], [float("nan")])
+
+
+def test_default_candidates_and_all_budgets_at_once():
+    rng = np.random.default_rng(3)
+    tasks = ["a", "b", "c", "d"]
+    cands = standley_candidates(tasks, lambda t, s, half: float(rng.uniform(0.1, 1)))
+    assert [nw.label for nw in cands[:5]] == ["half:a", "half:b", "half:c", "half:d", "a"]
+    assert len(cands) == 4 + 15 and cands[-1].tasks == tuple(tasks)
+    budgets = [1, 1.5, 2, 2.5, 3, 3.5, 4]
+    curves = {solver: [s.total for s in select_networks(cands, budgets, solver=solver)] for solver in SOLVERS}
+    assert curves["dp"] == pytest.approx(curves["mip"], rel=1e-9)
+    assert all(a >= b for a, b in zip(curves["dp"], curves["dp"][1:]))  # more budget never hurts
+
+
+def test_time_limit_returns_best_found_with_gap():
+    rng = np.random.default_rng(0)
+    tasks = [f"t{i}" for i in range(10)]
+    cands = standley_candidates(tasks, lambda t, s, half: float(rng.uniform(0.1, 1)))
+    cands = [Network(nw.tasks, nw.cost * rng.uniform(0.8, 1.2), nw.losses, nw.label) for nw in cands]
+    sel = select_networks(cands, 5, solver="mip", time_limit=0.5)[0]
+    assert_valid(sel, cands, tasks, 5)
+    assert sel.optimal or sel.gap > 0
+
+
+# --------------------------------------------------------------------------
+# HOA, scoring
+# --------------------------------------------------------------------------
+
+
+def test_hoa_by_hand():
+    cands = [
+        Network(("a",), 0.5, {"a": 9.0}, "half:a"),
+        Network(("a",), 1, {"a": 8.0}),
+        Network(("a", "b"), 1, {"a": 1.0, "b": 2.0}),
+        Network(("a", "c"), 1, {"a": 3.0, "c": 4.0}),
+        Network(("b", "c"), 1, {"b": 5.0, "c": 6.0}),
+        Network(("a", "b", "c"), 1.25, {"a": 0.0, "b": 0.0, "c": 0.0}),
+    ]
+    hoa = hoa_candidates(cands)
+    assert hoa[:5] == cands[:5]
+    triple = hoa[5]
+    assert (triple.tasks, triple.cost, triple.label) == (("a", "b", "c"), 1.25, "a+b+c")
+    assert triple.losses == {"a": 2.0, "b": 3.5, "c": 5.0}
+    generated = hoa_candidates(cands[:5], higher_order_cost=1.0)
+    assert generated[5].losses == triple.losses and generated[5].cost == 1.0
+    with pytest.raises(SelectionError, match="pair network 'b\\+c'"):
+        hoa_candidates(cands[:4] + cands[5:])
+
+
+def test_score_on_another_table():
+    val = [Network(("a",), 1, {"a": 1.0}), Network(("b",), 1, {"b": 2.0}), Network(("a", "b"), 1, {"a": 3, "b": 3})]
+    test = [Network(("a",), 1, {"a": 1.5}), Network(("b",), 1, {"b": 2.5}), Network(("a", "b"), 1, {"a": 0.5, "b": 9})]
+    sel = select_networks(val, 2)[0]
+    assert [nw.label for nw in sel.networks] == ["a", "b"] and sel.total == 3.0
+    assert score(sel.networks, test) == 4.0
+    assert score(val, test) == 0.5 + 2.5
+    with pytest.raises(SelectionError, match="not in the scoring table"):
+        score(val, test[:2])
+
+
+# --------------------------------------------------------------------------
+# TAG variant
+# --------------------------------------------------------------------------
+
+
+def tag_brute_force(names, matrix, k):
+    groups = tag_candidates((names, matrix))
+    best = -math.inf
+    for r in range(1, k + 1):
+        for combo in itertools.combinations(groups, r):
+            if covers(combo, names):
+                best = max(best, math.fsum(max(g.losses[t] for g in combo if t in g.losses) for t in names) / len(names))
+    return best
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(n=st.integers(1, 4), data=st.data())
+def test_tag_matches_brute_force(n, data):
+    names = [f"x{i}" for i in range(n)]
+    values = st.sampled_from([-1.0, 0.0, 0.5, 1.0]) | st.floats(-2, 2, allow_nan=False)
+    matrix = np.array([[data.draw(values) for _ in names] for _ in names])
+    ks = data.draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
+    for solver in SOLVERS:
+        for k, sel in zip(ks, select_groups_tag((names, matrix), ks, solver=solver)):
+            assert sel.budget == k and len(sel.networks) <= k and covers(sel.networks, names)
+            assert sel.total == pytest.approx(tag_brute_force(names, matrix, k), rel=1e-9, abs=1e-9)
+            assert sel.total == pytest.approx(score_tag(sel.networks, (names, matrix)), rel=1e-12, abs=1e-12)
+
+
+def test_tag_scores_and_errors():
+    aff = {"a": {"b": 1.0, "c": 3.0}, "b": {"a": 2.0, "c": 0.0}, "c": {"a": -1.0, "b": 5.0}}
+    groups = {nw.label: nw.losses for nw in tag_candidates(aff)}
+    assert groups["a+b+c"] == {"a": 2.0, "b": 1.0, "c": 2.0}
+    assert groups["a"] == {"a": -1e6}
+    two, three = select_groups_tag(aff, [2, 3])
+    assert two.total == pytest.approx(8 / 3)  # e.g. {a,c} and {b,c}: a 3, b 0, c 5
+    assert three.total == pytest.approx(10 / 3)  # {a,c}, {a,b}, {b,c}: a 3, b 2, c 5
+    assert {nw.label for nw in three.networks} == {"a+b", "a+c", "b+c"}
+    assert score_tag([("a", "b", "c")], aff) == pytest.approx(5 / 3)
+    with pytest.raises(SelectionError, match="'a' with 'c' is missing"):
+        select_groups_tag({"a": {"b": 1}, "b": {"a": 1}, "c": {"a": 1, "b": 1}}, 2)
+    with pytest.raises(SelectionError, match="positive integer"):
+        select_groups_tag(aff, 0)
+
+
+# --------------------------------------------------------------------------
+# Published results
+# --------------------------------------------------------------------------
+
+
+def fixture(*parts: str) -> Path:
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"fixture folder {FIXTURES} is absent")
+    return path
+
+
+@pytest.mark.parametrize("setting", ["setting1", "setting2"])
+def test_standley_published_curves(setting):
+    from grouping.tables import read_standley_table
+
+    folder = fixture("standley2020")
+    spec = json.loads((folder / "expected_curves.json").read_text())
+    budgets, expected = spec["budgets"], spec["settings"][setting]
+    val = read_standley_table(folder / expected["selection_table"]).networks
+    test = read_standley_table(folder / expected["test_table"]).networks
+    esa = read_standley_table(folder / expected["esa_table"]).networks
+    for method, table in (("optimal", val), ("hoa", hoa_candidates(val)), ("esa", esa)):
+        curve = [score(s.networks, test) for s in select_networks(table, budgets)]
+        assert curve == pytest.approx(expected[method], abs=1e-5), method
+    # The MIP reaches the same selection totals (ties may pick other networks).
+    for table in (val, hoa_candidates(val), esa):
+        dp = [s.total for s in select_networks(table, budgets, solver="dp")]
+        assert [s.total for s in select_networks(table, budgets, solver="mip")] == pytest.approx(dp, rel=1e-9)
+
+
+def test_tag_published_groupings():
+    from grouping.tables import read_affinity
+
+    path = fixture("tag2021", "affinities.json")
+    expected = json.loads(path.read_text())["tag_selection"]["expected"]
+    for name, spec in expected.items():
+        dataset, _, k = name.split("_")
+        sel = select_groups_tag(read_affinity(f"{path}#{dataset}/tag"), int(k[1:]))[0]
+        assert sel.total == pytest.approx(spec["value"], abs=1e-6)
+        assert {frozenset(nw.tasks) for nw in sel.networks} == {frozenset(g) for g in spec["groups"]}
