@@ -38,7 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from mtl.model import DECODER_CHANNELS, encoder_channels  # noqa: E402
+from mtl.model import DECODER_CHANNELS, NEGATIVE_SLOPE, encoder_channels  # noqa: E402
 from mtl.train import TrainConfig, build_model, make_optimizer, make_train_fn, to_device  # noqa: E402
 from tasks.registry import SEG_CLASSES, resolve_tasks  # noqa: E402
 
@@ -120,7 +120,7 @@ def torch_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, channels_
 
         def forward(self, z):
             for conv in self.up:
-                z = F.relu(F.pixel_shuffle(conv(z), 2))
+                z = F.leaky_relu(F.pixel_shuffle(conv(z), 2), NEGATIVE_SLOPE)
             return F.pixel_shuffle(self.head(z), 2)
 
     class Net(nn.Module):
@@ -135,8 +135,8 @@ def torch_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, channels_
 
         def forward(self, x):
             for conv in self.down:
-                x = F.relu(conv(x))
-            z = F.relu(self.bottleneck(x))
+                x = F.leaky_relu(conv(x), NEGATIVE_SLOPE)
+            z = F.leaky_relu(self.bottleneck(x), NEGATIVE_SLOPE)
             return {k: h(z) for k, h in self.heads.items()}
 
     torch.manual_seed(0)

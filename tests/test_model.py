@@ -20,15 +20,15 @@ def test_every_task_gets_its_output_shape(size):
         assert out[t.name].dtype == jnp.float32
 
 
-@pytest.mark.parametrize("resolution", [32, 48, 64, 96])
+@pytest.mark.parametrize("resolution", [32, 40, 64, 96])
 def test_any_valid_resolution(resolution):
     model = MultiTaskNet(resolve_tasks("d"), rngs=nnx.Rngs(0))
     assert model(jnp.zeros((1, resolution, resolution, 3)))["depth"].shape == (1, resolution, resolution, 1)
 
 
-@pytest.mark.parametrize("bad", [16, 40, 65, 272])
+@pytest.mark.parametrize("bad", [16, 36, 65, 264])
 def test_bad_resolution_says_which_are_valid(bad):
-    with pytest.raises(ResolutionError, match=r"multiple of 16 between 32 and 256 \(32, 48, 64"):
+    with pytest.raises(ResolutionError, match=r"multiple of 8 between 32 and 256 \(32, 40, 48"):
         check_resolution(bad)
 
 
@@ -37,7 +37,7 @@ def test_half_size_network_halves_the_encoder_work():
     half = network_flops(resolve_tasks("s"), size=0.5)
     assert half.encoder_flops / full.encoder_flops == pytest.approx(0.5, abs=0.05)
     # Decoders keep their widths; only their first layer reads fewer channels.
-    assert half.decoder_flops == pytest.approx(full.decoder_flops, rel=0.1)
+    assert half.decoder_flops == pytest.approx(full.decoder_flops, rel=0.2)
     assert encoder_channels(0.5) == tuple(round(c * 0.5**0.5) for c in encoder_channels(1.0))
 
 
