@@ -1,0 +1,553 @@
+"""Serving the data through tensorflow-datasets, without TensorFlow.
+
+Two dataset builders write array_record files that `tfds` reads back with
+NumPy alone (`builder.as_data_source`, no `tf.data`):
+
+* `Scenes`: the embedded default data, rendered by `tasks.scenes.render_scenes`.
+  One seed, one image index range: train is images [0, n_train), validation
+  the next n_val, test the next n_test, so the splits never share an image.
+  Default: 4000/500/500 images at 64x64, seed 0.
+* `TaskonomyLocal`: a local directory in the Taskonomy layout
+  (`tasks.taskonomy`), resized to the configured resolution. If the directory
+  has train/, val/ (or validation/) and test/ subfolders, each in the layout,
+  they are the splits; otherwise each stem goes to a split by a stable hash:
+  the first 8 bytes of sha256(stem) mod 100 below 80 -> train, below 90 ->
+  validation, else test.
+
+`load_split` is what the training code calls: it prepares a dataset once
+(rendering or decoding PNGs, a progress bar on stderr) and then only reads.
+
+Every modality is a `tfds.features.Tensor` of its stored dtype and shape
+(`tasks.registry.MODALITIES`) stored as zlib-compressed raw bytes (not Image
+features: PNG-encoding every label is slow, and without TensorFlow they decode
+through PIL one by one); a `stem` text feature names the image
+(``point_{i}_view_0`` for scene i). Records are written in key order
+(`disable_shuffling`), so record j of a split is its j-th image.
+
+Cache: ``$MTL_DATA_DIR`` or ``~/.cache/mtl_grouping/tfds``, then
+``mtl_scenes/r{R}_s{seed}_n{train}-{val}-{test}_{renderer}/{version}/`` or
+``mtl_taskonomy_local/{folder}_r{R}_{fingerprint}/{version}/``. The scenes
+name ends with a hash of the renderer's source (tasks/scenes.py), so editing
+the renderer re-renders; the Taskonomy name ends with a hash of the directory's
+path and file listing (names, sizes, modification times), so changed files are
+read again. Different settings never share a folder.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import inspect
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tasks import scenes, taskonomy
+from tasks.registry import MODALITIES
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+DEFAULT_RESOLUTION = 64
+DEFAULT_COUNTS: tuple[int, int, int] = (4000, 500, 500)
+# Inclusive resolution bounds: the renderer's, and what resizing Taskonomy data allows.
+SCENE_RESOLUTIONS = (getattr(scenes, "MIN_RESOLUTION", 32), getattr(scenes, "MAX_RESOLUTION", 256))
+TASKONOMY_RESOLUTIONS = (16, 512)
+CHUNK = 256  # images rendered / decoded / read at a time
+# Folder names accepted for each split of a Taskonomy directory.
+SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "validation": ("val", "validation"),
+    "test": ("test",),
+}
+_SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
+_ENCODING = "zlib"
+
+
+def default_data_dir() -> Path:
+    """Where prepared datasets live: $MTL_DATA_DIR or ~/.cache/mtl_grouping/tfds."""
+    env = os.environ.get("MTL_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mtl_grouping" / "tfds"
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Hide absl warnings (custom configs, TensorFlow not installed) while tfds works."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _shape(modality: str, resolution: int) -> tuple[int, ...]:
+    channels = MODALITIES[modality][1]
+    return (resolution, resolution) + ((channels,) if channels else ())
+
+
+def _features(resolution: int, modalities: Sequence[str]) -> tfds.features.FeaturesDict:
+    spec = {
+        m: tfds.features.Tensor(
+            shape=_shape(m, resolution), dtype=np.dtype(MODALITIES[m][0]), encoding=_ENCODING
+        )
+        for m in modalities
+    }
+    spec["stem"] = tfds.features.Text()
+    return tfds.features.FeaturesDict(spec)
+
+
+def _check_resolution(resolution: int, bounds: tuple[int, int], what: str) -> int:
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
+        raise ValueError(f"resolution must be an integer, got {resolution!r}")
+    if not bounds[0] <= resolution <= bounds[1]:
+        raise ValueError(f"resolution {resolution} out of range for {what}: expected {bounds[0]}..{bounds[1]}")
+    return int(resolution)
+
+
+def split_name(split: str) -> str:
+    """'train', 'validation' ('val') or 'test'; ValueError otherwise."""
+    key = str(split).strip().lower()
+    if key not in _SPLIT_ALIASES:
+        raise ValueError(f"unknown split {split!r}; expected one of train, validation (val), test")
+    return _SPLIT_ALIASES[key]
+
+
+def _modalities(modalities: Iterable[str] | None) -> tuple[str, ...]:
+    if modalities is None:
+        return tuple(MODALITIES)
+    if isinstance(modalities, str):
+        modalities = [modalities]
+    wanted = set(modalities)
+    unknown = sorted(wanted - set(MODALITIES))
+    if unknown:
+        raise ValueError(f"unknown modality {unknown[0]!r}; valid modalities: {', '.join(MODALITIES)}")
+    if not wanted:
+        raise ValueError("no modalities requested")
+    return tuple(m for m in MODALITIES if m in wanted)
+
+
+# ---------------------------------------------------------------------------
+# The embedded scenes.
+
+
+def normalize_counts(counts: Sequence[int] | Mapping[str, int] | None) -> tuple[int, int, int]:
+    """(n_train, n_validation, n_test) from a 3-sequence, a split -> count mapping or None."""
+    if counts is None:
+        return DEFAULT_COUNTS
+    if isinstance(counts, Mapping):
+        given = {split_name(k): v for k, v in counts.items()}
+        if set(given) != set(SPLITS) or len(given) != len(counts):
+            raise ValueError(f"counts must give train, validation and test once each, got {dict(counts)}")
+        counts = tuple(given[s] for s in SPLITS)
+    counts = tuple(counts)
+    if len(counts) != 3 or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1 for c in counts):
+        raise ValueError(f"counts must be three positive integers (train, validation, test), got {counts}")
+    return tuple(int(c) for c in counts)  # type: ignore[return-value]
+
+
+def scene_ranges(counts: Sequence[int] | Mapping[str, int] | None = None) -> dict[str, range]:
+    """split -> the image indices it renders: consecutive, disjoint ranges of one seed."""
+    n = normalize_counts(counts)
+    starts = np.cumsum((0,) + n)
+    return {s: range(int(starts[i]), int(starts[i + 1])) for i, s in enumerate(SPLITS)}
+
+
+def renderer_fingerprint() -> str:
+    """8 hex digits that change whenever the renderer's source or the encodings change."""
+    h = hashlib.sha256()
+    h.update(Path(inspect.getfile(scenes)).read_bytes())
+    h.update(repr(sorted(MODALITIES.items())).encode())
+    h.update(str(getattr(scenes, "RENDERER_VERSION", "")).encode())
+    return h.hexdigest()[:8]
+
+
+class ScenesConfig(tfds.core.BuilderConfig):
+    """Resolution, seed and split sizes of a rendered scene set; the name encodes all three."""
+
+    def __init__(
+        self,
+        *,
+        resolution: int = DEFAULT_RESOLUTION,
+        seed: int = 0,
+        counts: Sequence[int] | Mapping[str, int] | None = None,
+    ):
+        resolution = _check_resolution(resolution, SCENE_RESOLUTIONS, "the embedded scenes")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        n = normalize_counts(counts)
+        super().__init__(
+            name=f"r{resolution}_s{int(seed)}_n{n[0]}-{n[1]}-{n[2]}_{renderer_fingerprint()}",
+            description=(
+                f"{sum(n)} scenes at {resolution}x{resolution}, seed {seed}: train images "
+                f"[0, {n[0]}), validation [{n[0]}, {n[0] + n[1]}), test [{n[0] + n[1]}, {sum(n)})"
+            ),
+        )
+        self.resolution = resolution
+        self.seed = int(seed)
+        self.counts = n
+
+
+class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """What both builders share: nothing to download, so no checksums file.
+
+    tfds 4.9.10's default `code_path` touches `importlib_resources`, a package
+    it requires only on Python < 3.9, and fails without it; no code path means
+    no checksums lookup, which these builders do not need.
+    """
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls):
+        return None
+
+
+class Scenes(_Builder):
+    """The embedded scenes: every modality of `tasks.registry` for each image."""
+
+    name = "mtl_scenes"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Tensor features (zlib), records in image order."}
+    BUILDER_CONFIGS = [ScenesConfig()]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        config = self.builder_config
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"Rendered indoor scenes (tasks.scenes). {config.description}",
+            features=_features(config.resolution, tuple(MODALITIES)),
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # nothing to download
+        ranges = scene_ranges(self.builder_config.counts)
+        return {s: self._generate_examples(r.start, r.stop) for s, r in ranges.items()}
+
+    def _generate_examples(self, start: int, stop: int):
+        config = self.builder_config
+        for lo in range(start, stop, CHUNK):
+            n = min(CHUNK, stop - lo)
+            batch = scenes.render_scenes(config.seed, n, config.resolution, start=lo)
+            for m in MODALITIES:
+                want = (n,) + _shape(m, config.resolution)
+                got = np.shape(batch.get(m))
+                if got != want or np.asarray(batch[m]).dtype != np.dtype(MODALITIES[m][0]):
+                    raise ValueError(
+                        f"render_scenes returned {m} of shape {got} and dtype "
+                        f"{getattr(batch.get(m), 'dtype', None)}; expected {want}, {MODALITIES[m][0]}"
+                    )
+            for j in range(n):
+                example = {m: batch[m][j] for m in MODALITIES}
+                example["stem"] = taskonomy.stem_for_index(lo + j)
+                yield lo + j, example
+
+
+def scenes_config(
+    resolution: int = DEFAULT_RESOLUTION, seed: int = 0, counts: Sequence[int] | Mapping[str, int] | None = None
+) -> ScenesConfig:
+    """The config for these settings (the predefined object when they are the defaults)."""
+    config = ScenesConfig(resolution=resolution, seed=seed, counts=counts)
+    return Scenes.builder_configs.get(config.name, config)
+
+
+# ---------------------------------------------------------------------------
+# A local Taskonomy directory.
+
+
+def hash_split(stem: str) -> str:
+    """The split of `stem` when a directory has no split folders: 80/10/10 by sha256."""
+    bucket = int.from_bytes(hashlib.sha256(stem.encode()).digest()[:8], "big") % 100
+    return "train" if bucket < 80 else "validation" if bucket < 90 else "test"
+
+
+def split_folders(root: str | os.PathLike) -> dict[str, Path] | None:
+    """split -> folder when `root` has train/, val/ and test/ subfolders; None when it has none."""
+    root = Path(root)
+    found: dict[str, list[Path]] = {
+        s: [root / name for name in names if (root / name).is_dir()] for s, names in SPLIT_FOLDERS.items()
+    }
+    if not any(found.values()):
+        return None
+    for s, dirs in found.items():
+        if not dirs:
+            have = ", ".join(d.name + "/" for ds in found.values() for d in ds)
+            want = " or ".join(n + "/" for n in SPLIT_FOLDERS[s])
+            raise taskonomy.TaskonomyLayoutError(
+                f"Taskonomy layout error in {root}: it has {have} but no {want}; "
+                "expected train/, val/ and test/ subfolders each in the layout, or the modality folders directly in it"
+            )
+        if len(dirs) > 1:
+            raise taskonomy.TaskonomyLayoutError(
+                f"Taskonomy layout error in {root}: both {dirs[0].name}/ and {dirs[1].name}/ exist; "
+                f"expected one {s} folder"
+            )
+    return {s: dirs[0] for s, dirs in found.items()}
+
+
+def present_modalities(root: str | os.PathLike) -> tuple[str, ...]:
+    """The modality folders that a Taskonomy directory has (in all its split folders)."""
+    root = taskonomy.check_directory(root)
+    dirs = list((split_folders(root) or {None: root}).values())
+    return tuple(m for m in MODALITIES if all((d / m).is_dir() for d in dirs))
+
+
+def taskonomy_splits(root: str | os.PathLike, modalities: Sequence[str]) -> dict[str, tuple[Path, list[str]]]:
+    """split -> (folder, stems), after checking the whole directory with `taskonomy.scan`."""
+    root = taskonomy.check_directory(root)
+    folders = split_folders(root)
+    if folders is not None:
+        return {s: (d, taskonomy.scan(d, modalities)) for s, d in folders.items()}
+    stems = taskonomy.scan(root, modalities)
+    return {s: (root, [t for t in stems if hash_split(t) == s]) for s in SPLITS}
+
+
+def _fingerprint(root: Path, modalities: Sequence[str], resolution: int) -> str:
+    h = hashlib.sha256(f"{root}|{resolution}|{','.join(modalities)}".encode())
+    for d in (split_folders(root) or {None: root}).values():
+        for m in modalities:
+            entries = sorted(
+                (e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(d / m) if e.name.endswith(".png")
+            )
+            h.update(f"{d.relative_to(root)}/{m}:{entries}".encode())
+    return h.hexdigest()[:12]
+
+
+class TaskonomyLocalConfig(tfds.core.BuilderConfig):
+    """A directory, its modalities and a resolution; the name ends with a fingerprint of the files."""
+
+    def __init__(self, *, root: str | os.PathLike, resolution: int = DEFAULT_RESOLUTION):
+        resolution = _check_resolution(resolution, TASKONOMY_RESOLUTIONS, "Taskonomy data")
+        root = taskonomy.check_directory(root).resolve()
+        modalities = present_modalities(root)
+        if not modalities:  # not one modality folder: let the layout check say what is expected
+            folders = split_folders(root)
+            taskonomy.index_files(folders["train"] if folders else root, MODALITIES)
+        slug = re.sub(r"[^a-z0-9]+", "_", root.name.lower()).strip("_")[:40] or "root"
+        super().__init__(
+            name=f"{slug}_r{resolution}_{_fingerprint(root, modalities, resolution)}",
+            description=f"{root} at {resolution}x{resolution} ({', '.join(modalities)})",
+        )
+        self.root = root
+        self.resolution = resolution
+        self.modalities = modalities
+
+
+class TaskonomyLocal(_Builder):
+    """A local directory in the Taskonomy layout, resized to the configured resolution."""
+
+    name = "mtl_taskonomy_local"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Tensor features (zlib), records in stem order."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+    Give a directory in the Taskonomy layout as the manual directory: one folder
+    per modality (rgb/, depth_zbuffer/, normal/, segment_semantic/, edge_texture/,
+    edge_occlusion/, keypoints2d/, reshading/, principal_curvature/), each with
+    one PNG per image named {stem}_domain_{modality}.png (or {stem}.png), the
+    same stems in every folder. Encodings: rgb and normal 8-bit RGB; depth_zbuffer,
+    edge_texture, edge_occlusion, keypoints2d 16-bit grayscale; segment_semantic
+    and reshading 8-bit grayscale; principal_curvature 8-bit RGB (k1, k2, 0).
+    Splits: train/, val/ and test/ subfolders, each in that layout, if present;
+    otherwise 80/10/10 by a hash of the stem (tasks.datasets.hash_split).
+    `python scripts/render_scenes.py --layout taskonomy --out DIR` writes one.
+    """
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        config = self.builder_config
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"Taskonomy-layout images from {config.description}",
+            features=_features(config.resolution, config.modalities),
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager):
+        config = self.builder_config
+        root = Path(dl_manager.manual_dir)
+        # tfds cannot write an empty split: a split the hash rule left empty is
+        # not written, and `read_split` says so when it is asked for.
+        return {
+            s: self._generate_examples(folder, stems)
+            for s, (folder, stems) in taskonomy_splits(root, config.modalities).items()
+            if stems
+        }
+
+    def _generate_examples(self, folder: Path, stems: list[str]):
+        config = self.builder_config
+
+        def read(stem: str) -> dict:
+            return taskonomy.read_example(folder, stem, config.modalities, config.resolution)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            for lo in range(0, len(stems), CHUNK):
+                chunk = stems[lo : lo + CHUNK]
+                for j, example in enumerate(pool.map(read, chunk)):
+                    example["stem"] = chunk[j]
+                    yield lo + j, example
+
+
+# ---------------------------------------------------------------------------
+# What the training code calls.
+
+
+def get_builder(
+    source: str | os.PathLike,
+    *,
+    resolution: int = DEFAULT_RESOLUTION,
+    seed: int = 0,
+    counts: Sequence[int] | Mapping[str, int] | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> tfds.core.GeneratorBasedBuilder:
+    """The builder for 'scenes' or a Taskonomy-layout directory (not prepared yet).
+
+    `seed` and `counts` apply to the scenes only; a directory's images are what
+    they are.
+    """
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if str(source) == "scenes":
+        config = scenes_config(resolution, seed, counts)
+        with _quiet():
+            return Scenes(config=config, data_dir=os.fspath(data_dir), file_format="array_record")
+    if counts is not None:
+        raise ValueError(f"counts apply to the embedded scenes only; {source} has the images it has")
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise ValueError(
+            f"data directory {path} does not exist (the source must be 'scenes' or a directory in the Taskonomy layout)"
+        )
+    config = TaskonomyLocalConfig(root=path, resolution=resolution)
+    with _quiet():
+        return TaskonomyLocal(config=config, data_dir=os.fspath(data_dir), file_format="array_record")
+
+
+def prepare(builder: tfds.core.GeneratorBasedBuilder) -> None:
+    """Render or decode the dataset into array_record files once; later calls do nothing."""
+    with _quiet():
+        if builder.is_prepared():
+            return
+    print(f"mtl: preparing {builder.name}/{builder.builder_config.name} in {builder.data_dir} (once)", file=sys.stderr)
+    download_config = None
+    if isinstance(builder, TaskonomyLocal):
+        download_config = tfds.download.DownloadConfig(manual_dir=os.fspath(builder.builder_config.root))
+    try:
+        with _quiet(), contextlib.redirect_stdout(sys.stderr):
+            builder.download_and_prepare(download_config=download_config)
+    except BaseException as e:
+        # tfds removes its incomplete files; drop the empty folders it leaves.
+        for folder in (Path(builder.data_dir), Path(builder.data_dir).parent):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if isinstance(e, taskonomy.TaskonomyLayoutError):
+            # The message says what is wrong; tfds's frames would only bury it.
+            raise taskonomy.TaskonomyLayoutError(str(e)) from None
+        raise
+
+
+def load_split(
+    source: str | os.PathLike,
+    split: str,
+    *,
+    resolution: int = DEFAULT_RESOLUTION,
+    seed: int = 0,
+    counts: Sequence[int] | Mapping[str, int] | None = None,
+    data_dir: str | os.PathLike | None = None,
+    modalities: Iterable[str] | None = None,
+    with_stems: bool = False,
+) -> dict[str, np.ndarray]:
+    """Every image of one split as modality -> stacked array (registry encodings).
+
+    Args:
+      source: 'scenes' (the embedded data) or a directory in the Taskonomy
+        layout (see `TaskonomyLocal`).
+      split: 'train', 'validation' (or 'val') or 'test'.
+      resolution: images are (resolution, resolution); Taskonomy data is resized.
+      seed, counts: the scenes' seed and (train, validation, test) sizes,
+        default 4000/500/500.
+      data_dir: the cache (default: $MTL_DATA_DIR or ~/.cache/mtl_grouping/tfds).
+      modalities: the modalities to return (default: all of them).
+      with_stems: also return 'stem': the image names, a str array.
+
+    The first call for a setting prepares the dataset (renders, or decodes the
+    PNGs, and writes array_record files); later calls only read them.
+    Raises ValueError (TaskonomyLayoutError for a directory) naming what is
+    wrong: a missing or empty directory, a bad layout, an empty split.
+    """
+    split = split_name(split)
+    modalities = _modalities(modalities)
+    builder = get_builder(source, resolution=resolution, seed=seed, counts=counts, data_dir=data_dir)
+    if isinstance(builder, TaskonomyLocal) and not set(modalities) <= set(builder.builder_config.modalities):
+        # A requested modality has no folder: the layout check names it.
+        folders = split_folders(builder.builder_config.root)
+        for folder in folders.values() if folders else [builder.builder_config.root]:
+            taskonomy.index_files(folder, modalities)
+    prepare(builder)
+    return read_split(builder, split, modalities, with_stems=with_stems)
+
+
+def read_split(
+    builder: tfds.core.GeneratorBasedBuilder,
+    split: str,
+    modalities: Iterable[str] | None = None,
+    *,
+    with_stems: bool = False,
+) -> dict[str, np.ndarray]:
+    """Read a prepared split through `builder.as_data_source` into stacked arrays."""
+    split = split_name(split)
+    modalities = _modalities(modalities)
+    n = builder.info.splits[split].num_examples if split in builder.info.splits else 0
+    if n == 0:
+        raise ValueError(
+            f"split {split!r} of {builder.builder_config.description} is empty"
+            + (" (the 80/10/10 hash split left no image in it: add images or use train/, val/, test/ folders)"
+               if isinstance(builder, TaskonomyLocal) else "")
+        )
+    skip = {m: tfds.decode.SkipDecoding() for m in builder.info.features if m not in modalities and m != "stem"}
+    with _quiet():
+        source = builder.as_data_source(split=split, decoders=skip or None)
+    if len(source) != n:
+        raise ValueError(f"{builder.data_dir}: split {split!r} should hold {n} records, holds {len(source)}")
+    resolution = builder.builder_config.resolution
+    unavailable = [m for m in modalities if m not in builder.info.features]
+    if unavailable:
+        raise ValueError(f"{builder.builder_config.description} has no {unavailable[0]!r} data")
+    out = {m: np.empty((n,) + _shape(m, resolution), dtype=MODALITIES[m][0]) for m in modalities}
+    stems: list[str] = []
+    get_many = getattr(source, "__getitems__", None)
+    for lo in range(0, n, CHUNK):
+        keys = list(range(lo, min(n, lo + CHUNK)))
+        records = get_many(keys) if get_many else [source[k] for k in keys]
+        for j, record in enumerate(records):
+            for m in modalities:
+                out[m][lo + j] = record[m]
+            if with_stems:
+                stems.append(record["stem"])
+    if with_stems:
+        out["stem"] = np.array([s.decode() if isinstance(s, bytes) else str(s) for s in stems])
+    return out
+
+
+def load_for_tasks(
+    source: str | os.PathLike,
+    tasks: Sequence,
+    *,
+    resolution: int = DEFAULT_RESOLUTION,
+    seed: int = 0,
+    counts: Sequence[int] | Mapping[str, int] | None = None,
+    data_dir: str | os.PathLike | None = None,
+    splits: Sequence[str] = SPLITS,
+) -> dict[str, dict[str, np.ndarray]]:
+    """split -> the modalities `tasks` need (and the input image), for training."""
+    from tasks.registry import modalities_for
+
+    modalities = modalities_for(tasks)
+    return {
+        s: load_split(source, s, resolution=resolution, seed=seed, counts=counts, data_dir=data_dir,
+                      modalities=modalities)
+        for s in splits
+    }
