@@ -130,7 +130,7 @@ def make_train_fn(
         grads, losses = jax.grad(total, has_aux=True)(state["params"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, losses
+        return {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1}, losses
 
     # Steps are dispatched one by one from Python: XLA:CPU runs convolutions
     # inside a lax.scan body an order of magnitude slower than at top level
@@ -228,6 +228,22 @@ class Checkpoints:
         self.manager.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """A measurement taken during training, every `every` steps.
+
+    On those steps `make_step(graphdef, tasks, tx, cfg)`'s jitted
+    `(state, data) -> (state, losses)` replaces the plain step: it must train
+    exactly like it (same minibatch, same update) and may update
+    `state["probe"]`, which starts as `init()` and is checkpointed with the
+    run. grouping.affinity builds the TAG/CS probe on this.
+    """
+
+    every: int
+    init: Callable[[], Any]
+    make_step: Callable[..., Callable]
+
+
 @dataclasses.dataclass
 class TrainResult:
     tasks: tuple[str, ...]
@@ -236,6 +252,7 @@ class TrainResult:
     losses: np.ndarray  # (steps, n_tasks) training loss of every step
     seconds: float
     resumed_from: int | None
+    probe: Any = None  # the probe's final state, if one ran
 
     def model(self) -> MultiTaskNet:
         return nnx.merge(self.graphdef, self.params)
@@ -249,6 +266,7 @@ def train_network(
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    probe: Probe | None = None,
 ) -> TrainResult:
     """Trains a network for `tasks` on `train_split` (modality -> array).
 
@@ -265,12 +283,15 @@ def train_network(
     graphdef, params = nnx.split(model, nnx.Param)
     tx = make_optimizer(cfg)
     state = {"params": params, "opt_state": tx.init(params), "step": jnp.asarray(0, jnp.int32)}
+    if probe is not None:
+        state["probe"] = probe.init()
     ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
     resumed_from = None
     if ckpt is not None and ckpt.latest_step() is not None:
         state = ckpt.restore(state)
         resumed_from = int(state["step"])
     run = make_train_fn(graphdef, tasks, tx, cfg)
+    measured = probe.make_step(graphdef, tasks, tx, cfg) if probe is not None else None
     weights = jnp.ones(len(tasks), jnp.float32)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     history: list[np.ndarray] = []
@@ -284,8 +305,11 @@ def train_network(
             if ckpt is not None:  # land exactly on checkpoint boundaries
                 n = min(n, cfg.checkpoint_every - step0 % cfg.checkpoint_every)
             chunk = []
-            for _ in range(n):
-                state, step_losses = run(state, data, weights)
+            for s in range(step0, step0 + n):
+                if measured is not None and s % probe.every == 0:
+                    state, step_losses = measured(state, data)
+                else:
+                    state, step_losses = run(state, data, weights)
                 chunk.append(step_losses)
             losses = np.asarray(jnp.stack(chunk))
             _check_finite(losses, tasks, step0)
@@ -306,6 +330,7 @@ def train_network(
         losses=np.concatenate(history) if history else np.zeros((0, len(tasks))),
         seconds=time.perf_counter() - start,
         resumed_from=resumed_from,
+        probe=jax.device_get(state["probe"]) if probe is not None else None,
     )
 
 
@@ -335,14 +360,17 @@ def train_and_evaluate(
     *,
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    probe: Probe | None = None,
 ) -> dict[str, Any]:
     """Trains on splits['train'] and evaluates on every other split given.
 
-    Returns {"train_seconds", "steps", "resumed_from", "final_train_loss":
+    Returns {"probe" (its final state, or None), "train_seconds", "steps", "resumed_from", "final_train_loss":
     {task: mean of the last 50 steps}, <split>: {task: {"loss", metrics}}}.
     """
-    result = train_network(tasks, splits["train"], cfg, checkpoint_dir=checkpoint_dir, progress=progress)
+    result = train_network(tasks, splits["train"], cfg, checkpoint_dir=checkpoint_dir, progress=progress,
+                           probe=probe)
     report: dict[str, Any] = {
+        "probe": result.probe,
         "train_seconds": result.seconds,
         "steps": cfg.steps,
         "resumed_from": result.resumed_from,
