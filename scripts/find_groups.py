@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""Find which tasks to learn together under an inference budget.
+
+    python scripts/find_groups.py --tasks seg,depth,normals,edges --budget 2
+
+Trains what the --method needs on the embedded scenes (or a Taskonomy-layout
+--data directory), chooses the best networks for every budget (one value, a
+list 1,2,3 or a range 1:5:0.5; one solve gives the whole curve), prints them
+beside the baselines and writes report.json, report.md, affinity.png and
+curve.png to --out. Every finished network is kept in --out/store.sqlite:
+rerun the same command with the same --out after an interruption and it
+resumes. Bad input: 'error: ...' and exit status 2. The logic lives in
+grouping/ (estimators.py, report.py, store.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mtl import cli  # noqa: E402
+
+METHODS = ("exhaustive", "esa", "hoa", "tag", "cs")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from grouping.estimators import AFFINITY_EVERY, DEFAULT_METHOD, ESA_FRACTION
+    from grouping.report import DEFAULT_STEPS
+
+    p = _Parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", default="seg,depth,normals,edges", help="task names or aliases, comma-separated (at least 2)")
+    p.add_argument("--budget", "--budgets", dest="budget", default="2",
+                   help="inference budget(s) in full-size networks: 2, a list 1,2,3 or a range 1:5:0.5")
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"{' | '.join(METHODS)} (default {DEFAULT_METHOD})")
+    p.add_argument("--data", default="scenes", help="'scenes' (embedded, default) or a Taskonomy-layout directory")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--counts", default=None, help="train,validation,test scenes (default 4000,500,500; scenes only)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the rendered scenes")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps of the full schedule")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation, minibatch and sampling seed")
+    p.add_argument("--esa-fraction", type=float, default=ESA_FRACTION, help="esa: fraction of the schedule")
+    p.add_argument("--every", type=int, default=AFFINITY_EVERY, help="tag/cs: measure affinity every N steps")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/4, >= 50)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<timestamp>)")
+    p.add_argument("--verify", action="store_true",
+                   help="also train the chosen networks and the baselines with the full schedule; report test losses")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from grouping.estimators import DataSpec
+    from grouping.report import Options, find_groups
+    from grouping.tables import parse_budgets
+
+    if args.method not in METHODS:
+        raise ValueError(f"unknown method {args.method!r}; use one of {', '.join(METHODS)}")
+    counts = cli.parse_counts(args.counts) if args.counts is not None else None
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise ValueError("--checkpoint-every must be at least 1")
+    opts = Options(
+        tasks=args.tasks,
+        budgets=parse_budgets(args.budget),
+        method=args.method,
+        data=DataSpec(args.data, args.resolution, args.data_seed, counts),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        seed=args.seed,
+        out=args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}",
+        verify=args.verify,
+        esa_fraction=args.esa_fraction,
+        every=args.every,
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.quiet,
+        command=" ".join(map(shlex.quote, ["scripts/find_groups.py", *(sys.argv[1:] if argv is None else argv)])),
+    )
+    find_groups(opts)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

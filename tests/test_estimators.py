@@ -1,0 +1,237 @@
+"""Estimators end to end on stores filled with known numbers: no network is trained.
+
+HOA's prediction formula and the chosen networks against brute force; ESA's
+shortened schedule; exhaustive with --verify; tag/cs through a stand-in for
+the affinity training hook; the baselines.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import grouping.affinity
+import mtl.train
+from grouping import estimators as E
+from grouping.report import Options, find_groups, setup
+from grouping.selection import InfeasibleBudgetError, SINGLETON_SCORE, network_label, subsets_by_size
+from grouping.store import ResultsStore
+
+TASKS = ("seg", "depth", "normals", "edges")
+
+
+@pytest.fixture
+def no_training(monkeypatch, tmp_path):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network was trained")
+
+    monkeypatch.setattr(mtl.train, "train_and_evaluate", refuse)
+    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
+
+
+def options(tmp_path, method, tasks=TASKS, budgets=(1, 1.5, 2, 3), **kw):
+    return Options(tasks=",".join(tasks), budgets=list(budgets), method=method,
+                   data=E.DataSpec("scenes", 32, 0, (16, 8, 8)), steps=40, batch_size=8, out=tmp_path / "run",
+                   progress=False, **kw)
+
+
+def known_losses(specs, seed=0):
+    """spec -> {task: (validation, test)}: distinct values in [0.1, 1)."""
+    rng = random.Random(seed)
+    return {s: {t: (rng.uniform(0.1, 1.0), rng.uniform(0.1, 1.0)) for t in s.tasks} for s in specs}
+
+
+def fill(store, runner, table, steps=None):
+    for spec, losses in table.items():
+        store.put(runner.settings_for(spec, steps), {
+            "validation": {t: {"loss": v} for t, (v, _) in losses.items()},
+            "test": {t: {"loss": w} for t, (_, w) in losses.items()}, "train_seconds": 0.5})
+
+
+def brute_force(candidates, tasks, budget):
+    """Lowest total over every set of candidates within the budget covering the tasks (DFS with cost cut)."""
+    cands = sorted(candidates, key=lambda nw: nw.cost)
+    best = math.inf
+
+    def rec(start, chosen, cost):
+        nonlocal best
+        if {t for nw in chosen for t in nw.tasks} >= set(tasks):
+            best = min(best, sum(min(nw.losses[t] for nw in chosen if t in nw.tasks) for t in tasks))
+        for i in range(start, len(cands)):
+            if cost + cands[i].cost > budget + 1e-9:
+                break
+            rec(i + 1, chosen + [cands[i]], cost + cands[i].cost)
+
+    rec(0, [], 0.0)
+    return best
+
+
+def test_hoa_predicts_from_pairs_and_chooses_optimally(tmp_path, no_training):
+    opts = options(tmp_path, "hoa")
+    s = setup(opts)
+    with ResultsStore(tmp_path / "run" / "store.sqlite") as store:
+        runner = s.runner(opts, store)
+        trained_specs = E.candidate_specs(TASKS, max_size=2)
+        assert len(trained_specs) == 4 + 4 + 6  # half singles, full singles, pairs
+        table = known_losses(trained_specs)
+        fill(store, runner, table)
+        est = E.estimate("hoa", runner)
+        choices = E.choose(est, opts.budgets)
+    val = {(s.label, t): v for s, losses in table.items() for t, (v, _) in losses.items()}
+    assert len(est.candidates) == 4 + 15
+    for subset in subsets_by_size(TASKS):
+        predicted = est.predicted(E.NetSpec(subset))
+        for t in subset:
+            if len(subset) <= 2:
+                expected = val[(network_label(subset), t)]
+            else:  # L(t|S) = mean over the other members u of L(t|{t,u})
+                expected = np.mean([val[(network_label(tuple(x for x in TASKS if x in (t, u))), t)]
+                                    for u in subset if u != t])
+            assert predicted[t] == pytest.approx(expected, rel=1e-12)
+    for t in TASKS:
+        assert est.predicted(E.NetSpec((t,), 0.5)) == {t: val[(f"half:{t}", t)]}
+    for choice in choices:
+        assert choice.cost <= choice.budget + 1e-9
+        assert {t for sp in choice.specs for t in sp.tasks} == set(TASKS)
+        assert choice.predicted_total == pytest.approx(brute_force(est.candidates, TASKS, choice.budget))
+        for t in TASKS:  # each task uses its best chosen network
+            assert choice.predicted[choice.assignment[t]][t] == min(
+                choice.predicted[sp.label][t] for sp in choice.specs if t in sp.tasks)
+    # The report's pairwise matrix: A[u, t] = 1 - L(t|{t,u}) / L(t|{t}).
+    i, j = TASKS.index("normals"), TASKS.index("seg")
+    assert est.affinity[i, j] == pytest.approx(1 - val[("seg+normals", "seg")] / val[("seg", "seg")])
+    assert np.all(np.diag(est.affinity) == 0)
+
+
+def test_esa_selects_on_a_shortened_schedule(tmp_path, no_training):
+    opts = options(tmp_path, "esa", tasks=TASKS[:3], budgets=(1, 2), esa_fraction=0.25)
+    s = setup(opts)
+    specs = E.candidate_specs(TASKS[:3])
+    with ResultsStore(tmp_path / "run" / "store.sqlite") as store:
+        runner = s.runner(opts, store)
+        fill(store, runner, known_losses(specs, seed=1))  # full schedule only: not what ESA trains
+        with pytest.raises(AssertionError, match="trained"):
+            E.estimate("esa", runner, esa_fraction=0.25)
+        early = known_losses(specs, seed=2)
+        fill(store, runner, early, steps=10)  # 0.25 * 40 steps
+        est = E.estimate("esa", runner, esa_fraction=0.25)
+    assert {tr.steps for tr in est.trained} == {10}
+    for spec, losses in early.items():
+        assert est.predicted(spec) == {t: v for t, (v, _) in losses.items()}
+
+
+def test_exhaustive_with_verify_reads_test_losses_of_the_chosen_networks(tmp_path, no_training):
+    opts = options(tmp_path, "exhaustive", tasks=TASKS[:3], budgets=(1, 1.5, 2, 3), verify=True)
+    s = setup(opts)
+    specs = E.candidate_specs(TASKS[:3])
+    table = known_losses(specs, seed=3)
+    with ResultsStore(tmp_path / "run" / "store.sqlite") as store:
+        fill(store, s.runner(opts, store), table)
+    report = find_groups(opts, echo=lambda line: None)
+    assert report["run"]["timing"]["trained"] == 0
+    test = {(sp.label, t): w for sp, losses in table.items() for t, (_, w) in losses.items()}
+    for sel in report["selections"]:
+        m = sel["measured"]
+        for t in TASKS[:3]:  # each task's test loss comes from the network chosen for it on validation
+            assert m["chosen"]["test"][t] == test[(sel["assignment"][t], t)]
+        assert m["chosen"]["test_total"] == pytest.approx(sum(m["chosen"]["test"].values()))
+        assert m["all_in_one"]["test_total"] == pytest.approx(
+            sum(test[("seg+depth+normals", t)] for t in TASKS[:3]))
+        if sel["budget"] < 1.5:  # three half-size networks cost 1.5
+            assert m["one_per_task"] is None and sel["baselines"]["one_per_task"] is None
+        else:
+            prefix = "half:" if sel["budget"] < 3 else ""
+            assert m["one_per_task"]["test_total"] == pytest.approx(sum(test[(prefix + t, t)] for t in TASKS[:3]))
+        assert len(m["random"]["samples"]) == min(E.VERIFY_RANDOM_SAMPLES, sel["baselines"]["random"]["count"])
+    assert (tmp_path / "run" / "curve.png").exists()
+
+
+Z = np.array([[0.0, 0.3, -0.2, 0.1],   # Z[source, target]
+              [0.25, 0.0, -0.1, 0.05],
+              [-0.3, -0.05, 0.0, 0.4],
+              [0.2, 0.1, 0.35, 0.0]])
+CS = np.array([[1.0, 0.5, -0.2, 0.1],
+               [0.5, 1.0, 0.3, -0.4],
+               [-0.2, 0.3, 1.0, 0.2],
+               [0.1, -0.4, 0.2, 1.0]])
+
+
+def tag_brute_force(m, k):
+    """TAG: best mean over tasks of the best group score, over at most k groups covering every task.
+
+    m[source, target]; a task's score in group G = mean over the other members u of m[u, task]."""
+    groups = [g for r in range(1, 5) for g in itertools.combinations(range(4), r)]
+
+    def score(g, t):
+        return SINGLETON_SCORE if len(g) == 1 else np.mean([m[u, t] for u in g if u != t])
+
+    best = -math.inf
+    for r in range(1, k + 1):
+        for combo in itertools.combinations(groups, r):
+            if {t for g in combo for t in g} == set(range(4)):
+                best = max(best, np.mean([max(score(g, t) for g in combo if t in g) for t in range(4)]))
+    return best
+
+
+@pytest.mark.parametrize("method, matrix", [("tag", Z), ("cs", CS)])
+def test_tag_and_cs_group_by_the_averaged_matrix_and_reuse_the_run(tmp_path, no_training, monkeypatch, method, matrix):
+    calls = []
+
+    def hook(tasks, splits, cfg, *, every, checkpoint_dir, progress=True):
+        calls.append((tuple(t.name for t in tasks), cfg.steps, every, Path(checkpoint_dir).parent.name))
+        return {"tag": Z, "cs": CS, "names": [t.name for t in tasks], "train_seconds": 3.0}
+
+    monkeypatch.setattr(grouping.affinity, "train_with_affinity", hook)
+    monkeypatch.setattr(E.DataSpec, "load", lambda self, tasks: {})
+    opts = options(tmp_path, method, budgets=(1, 1.5, 2, 3), every=5)
+    report = find_groups(opts, echo=lambda line: None)
+    assert calls == [(TASKS, 40, 5, "checkpoints")]
+    for sel in report["selections"]:
+        k = int(sel["budget"])
+        assert len(sel["networks"]) <= k and sel["cost"] == len(sel["networks"]) <= sel["budget"]
+        assert all(nw["width"] == "full" and nw["predicted"] is None for nw in sel["networks"])
+        assert {t for nw in sel["networks"] for t in nw["tasks"]} == set(TASKS)
+        assert sel["tag_score"] == pytest.approx(tag_brute_force(matrix, k))
+        assert sel["predicted_total"] is None
+    assert report["affinity"]["matrix"] == matrix.tolist() and report["affinity"]["tag_matrix"] == Z.tolist()
+    # A rerun reuses the stored measurement: the hook must not run again.
+    monkeypatch.setattr(grouping.affinity, "train_with_affinity", lambda *a, **k: pytest.fail("measured again"))
+    again = find_groups(opts, echo=lambda line: None)
+    assert [s["networks"] for s in again["selections"]] == [s["networks"] for s in report["selections"]]
+
+
+def test_budgets_below_the_cheapest_cover_are_refused_before_training():
+    assert E.minimum_feasible_budget("hoa", TASKS) == 1.0
+    assert E.minimum_feasible_budget("tag", TASKS) == 1.0
+    with pytest.raises(InfeasibleBudgetError, match="minimum feasible budget is 1") as info:
+        E.check_budgets("exhaustive", TASKS, [2, 0.5])
+    assert info.value.min_budget == 1.0
+    with pytest.raises(InfeasibleBudgetError):
+        E.check_budgets("tag", TASKS, [0.9])
+
+
+def test_partitions_and_baselines():
+    assert [len(E.partitions(TASKS, k)) for k in (1, 2, 3, 4)] == [1, 8, 14, 15]  # Stirling sums; Bell(4) = 15
+    assert len(E.partitions(TASKS)) == 15 and len(E.partitions(TASKS[:3] + ("a", "b", "c"))) == 203
+    names = TASKS[:3]
+    table = known_losses(E.candidate_specs(names), seed=4)
+    trained = {sp: E.Trained(sp, 40, {t: {"loss": v} for t, (v, _) in losses.items()},
+                             {t: {"loss": w} for t, (_, w) in losses.items()}, 0.0) for sp, losses in table.items()}
+    est = E.Estimate("exhaustive", names, E.predicted_candidates(names, trained, "exhaustive"), np.zeros((3, 3)),
+                     "pair-loss-ratio", list(trained.values()), {sp.label: sp for sp in table})
+    val = {(sp.label, t): v for sp, losses in table.items() for t, (v, _) in losses.items()}
+    b = E.baselines(est, 2.0)
+    assert b["all_in_one"]["predicted_total"] == pytest.approx(sum(val[("seg+depth+normals", t)] for t in names))
+    assert b["one_per_task"]["predicted_total"] == pytest.approx(sum(val[(f"half:{t}", t)] for t in names))
+    # Random groupings within 2 networks: {sdn}, {s|dn}, {d|sn}, {n|sd}, equally weighted.
+    parts = [[("seg", "depth", "normals")], [("seg",), ("depth", "normals")], [("depth",), ("seg", "normals")],
+             [("normals",), ("seg", "depth")]]
+    expected = np.mean([sum(val[(network_label(g), t)] for g in p for t in g) for p in parts])
+    assert b["random"]["count"] == 4 and b["random"]["predicted_total"] == pytest.approx(expected)
+    assert E.baselines(est, 1.0)["one_per_task"] is None
+    assert E.baselines(est, 3.0)["one_per_task"]["specs"][0].size == 1.0

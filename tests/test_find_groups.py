@@ -1,0 +1,278 @@
+"""scripts/find_groups.py end to end at a tiny setting, its recovery after kill -9, and bad input.
+
+Real training, kept tiny: 2 tasks (5 networks: 2 half-size singles, 2 full
+singles, the pair), 32x32 scenes, 16/8/8 images, 20 steps of batch 8. The
+runs share a JAX compilation cache (one per test session, or
+$JAX_COMPILATION_CACHE_DIR when set), so only the first run compiles.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "find_groups.py"
+TINY = ["--tasks", "seg,depth", "--budget", "1:2.5:0.5", "--method", "exhaustive", "--resolution", "32",
+        "--counts", "16,8,8", "--steps", "20", "--batch-size", "8", "--checkpoint-every", "10", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    env = dict(os.environ)
+    env["MTL_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
+    if not env.get("JAX_COMPILATION_CACHE_DIR"):
+        env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def cli(env, *args, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def reference(env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    result = cli(env, *TINY, "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def stable(report: dict) -> dict:
+    """The report without what depends on the run (paths, dates, times)."""
+    return {k: v for k, v in report.items() if k != "run"}
+
+
+def assert_same(a, b, path="report"):
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), f"{path}: keys differ"
+        for k in a:
+            assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), f"{path}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-9), f"{path}: {a} != {b}"
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def brute_force(candidates: list[dict], tasks: list[str], budget: float) -> float:
+    """Lowest predicted total over every set of candidates within the budget covering all tasks."""
+    best = math.inf
+    for k in range(1, len(candidates) + 1):
+        for combo in itertools.combinations(candidates, k):
+            if sum(c["cost"] for c in combo) > budget + 1e-9:
+                continue
+            if not set(tasks) <= {t for c in combo for t in c["tasks"]}:
+                continue
+            total = sum(min(c["predicted"][t] for c in combo if t in c["tasks"]) for t in tasks)
+            best = min(best, total)
+    return best
+
+
+def test_tiny_run_writes_a_consistent_report(reference):
+    out, result = reference
+    report = json.loads((out / "report.json").read_text())
+    tasks = report["tasks"]
+    assert tasks == ["seg", "depth"] and report["method"] == "exhaustive"
+    assert report["budgets"] == [1.0, 1.5, 2.0, 2.5]
+    assert len(report["candidates"]) == 5 and len(report["trained_networks"]) == 5
+    for sel in report["selections"]:
+        covered = {t for nw in sel["networks"] for t in nw["tasks"]}
+        assert covered == set(tasks), sel
+        assert sel["cost"] <= sel["budget"] + 1e-9
+        assert sum(nw["cost"] for nw in sel["networks"]) == pytest.approx(sel["cost"])
+        # The total is what the chosen networks reach, and no selection within the budget does better.
+        by_label = {nw["label"]: nw for nw in sel["networks"]}
+        assert sel["predicted_total"] == pytest.approx(
+            sum(by_label[sel["assignment"][t]]["predicted"][t] for t in tasks))
+        assert sel["predicted_total"] == pytest.approx(brute_force(report["candidates"], tasks, sel["budget"]))
+        base = sel["baselines"]
+        assert base["all_in_one"]["predicted_total"] >= sel["predicted_total"] - 1e-9
+        assert base["random"]["count"] == (1 if sel["budget"] < 2 else 2)
+        assert (base["one_per_task"]["networks"][0]["width"] == ("full" if sel["budget"] >= 2 else "half"))
+    # The predictions are the trained networks' validation losses.
+    val = {nw["label"]: nw["validation"] for nw in report["trained_networks"]}
+    for c in report["candidates"]:
+        for t, v in c["predicted"].items():
+            assert v == pytest.approx(val[c["label"]][t]["loss"])
+    aff = report["affinity"]
+    assert aff["tasks"] == tasks and len(aff["matrix"]) == 2 and aff["kind"] == "pair-loss-ratio"
+    seg_alone = val["seg"]["seg"]["loss"]
+    assert aff["matrix"][1][0] == pytest.approx(1 - val["seg+depth"]["seg"]["loss"] / seg_alone)
+    assert report["data"]["resolution"] == 32 and report["training"]["steps"] == 20 and report["code_version"]
+    for name in ("affinity.png", "curve.png", "report.md", "store.sqlite"):
+        assert (out / name).stat().st_size > 0
+    assert not any((out / "checkpoints").iterdir())  # stored networks leave no checkpoint behind
+    assert "baseline all tasks in one network" in result.stdout and "time: data" in result.stdout
+
+
+def test_a_rerun_trains_nothing(reference, env, monkeypatch, capsys):
+    # In-process, with training replaced by an error: everything must come from the store.
+    out, _ = reference
+    import mtl.train
+    from mtl import cli as mtl_cli
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a network was trained again")
+
+    monkeypatch.setattr(mtl.train, "train_and_evaluate", no_training)
+    monkeypatch.setenv("MTL_DATA_DIR", env["MTL_DATA_DIR"])
+    before = json.loads((out / "report.json").read_text())
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import find_groups
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    with pytest.raises(SystemExit) as exit_info:
+        mtl_cli.run(find_groups.main, [*TINY, "--out", str(out)])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    after = json.loads((out / "report.json").read_text())
+    assert_same(stable(before), stable(after))
+    assert after["run"]["timing"]["trained"] == 0 and after["run"]["timing"]["reused"] == 5
+
+
+def test_a_run_killed_mid_training_resumes_to_the_same_report(reference, env, tmp_path):
+    ref_out, _ = reference
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *TINY, "--out", str(out)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = None
+    deadline = time.monotonic() + 240
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            # Kill as soon as the first network has saved its step-10 checkpoint.
+            found = list((out / "checkpoints").glob("*/10")) if (out / "checkpoints").is_dir() else []
+            if found:
+                seen = found[0].parent.name
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert seen is not None, "the run ended before it could be killed"
+
+    from grouping.store import ResultsStore
+
+    with ResultsStore(out / "store.sqlite") as store:
+        finished = {row["key_hash"] for row in store.rows() if row["status"] == "done"}
+    result = cli(env, *TINY, "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert_same(stable(json.loads((ref_out / "report.json").read_text())), stable(report))
+    if not seen.endswith(tuple(finished)):  # killed before that network was stored: it resumed
+        assert any(e["resumed_from"] == 10 for e in report["run"]["timing"]["networks"]), report["run"]["timing"]
+
+
+# ---------------------------------------------------------------------------
+# Bad input: 'error: ...' on stderr, exit status 2, no traceback.
+
+
+def assert_input_error(code, stderr, *fragments):
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_unknown_task_lists_the_valid_ones(env, tmp_path):
+    result = cli(env, "--tasks", "seg,flow", "--budget", "2", "--method", "hoa", "--out", tmp_path / "r")
+    assert_input_error(result.returncode, result.stderr, "unknown task 'flow'", "valid tasks", "normals")
+    assert result.stdout == ""
+
+
+def run_main(argv, capsys):
+    from mtl import cli as mtl_cli
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import find_groups
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    with pytest.raises(SystemExit) as exit_info:
+        mtl_cli.run(find_groups.main, [str(a) for a in argv])
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--tasks", "seg"], ["at least 2"]),
+    (["--tasks", "seg,s"], ["'seg' is given twice"]),
+    (["--tasks", "seg,depth,normals", "--budget", "0.5"], ["minimum feasible budget is 1"]),
+    (["--tasks", "seg,depth", "--budget", "0.5", "--method", "tag"], ["minimum feasible budget is 1"]),
+    (["--tasks", "seg,depth", "--budget", "two"], ["budgets 'two'"]),
+    (["--tasks", "seg,depth", "--method", "magic"], ["unknown method 'magic'"]),
+    (["--tasks", "seg,depth", "--resolution", "50", "--method", "hoa"], ["resolution 50"]),
+])
+def test_bad_arguments(args, fragments, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
+    code, err = run_main([*args, "--out", tmp_path / "r", "--quiet"], capsys)
+    assert_input_error(code, err, *fragments)
+    assert not (tmp_path / "r" / "store.sqlite").exists()  # nothing started
+
+
+def test_a_data_directory_without_the_labels(tmp_path, capsys, monkeypatch):
+    from tasks import taskonomy
+    from tasks.scenes import render_scenes
+
+    scenes = render_scenes(seed=1, count=3, resolution=32)
+    root = taskonomy.write_taskonomy(tmp_path / "taskonomy", {m: scenes[m] for m in ("rgb", "depth_zbuffer")},
+                                     [taskonomy.stem_for_index(i) for i in range(3)])
+    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
+    code, err = run_main(["--tasks", "seg,depth", "--data", root, "--resolution", "32", "--method", "hoa",
+                          "--out", tmp_path / "r", "--quiet"], capsys)
+    assert_input_error(code, err, "segment_semantic", "seg")
+
+
+def test_a_diverging_network_stops_the_run_and_is_not_stored_as_valid(tmp_path, capsys, monkeypatch):
+    import mtl.train
+    from grouping.store import ResultsStore
+
+    def diverge(tasks, splits, cfg, **kwargs):
+        raise mtl.train.TrainingDiverged(tasks[0].name, 7, float("nan"))
+
+    monkeypatch.setattr(mtl.train, "train_and_evaluate", diverge)
+    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
+    code, err = run_main(["--tasks", "seg,depth", "--budget", "2", "--method", "hoa", "--resolution", "32",
+                          "--counts", "16,8,8", "--steps", "5", "--out", tmp_path / "r", "--quiet"], capsys)
+    assert_input_error(code, err, "'seg'", "nan", "step 7")
+    with ResultsStore(tmp_path / "r" / "store.sqlite") as store:
+        rows = list(store.rows())
+        assert store.count("done") == 0
+    assert len(rows) == 1 and rows[0]["status"] == "failed" and "step 7" in rows[0]["error"]
+    assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_a_store_of_another_schema_version_is_refused(tmp_path, capsys, monkeypatch):
+    import sqlite3
+
+    from grouping.store import ResultsStore
+
+    (tmp_path / "r").mkdir()
+    ResultsStore(tmp_path / "r" / "store.sqlite").close()
+    with sqlite3.connect(tmp_path / "r" / "store.sqlite") as db:
+        db.execute("UPDATE meta SET value='99' WHERE name='schema_version'")
+    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
+    code, err = run_main(["--tasks", "seg,depth", "--method", "hoa", "--resolution", "32", "--counts", "16,8,8",
+                          "--out", tmp_path / "r", "--quiet"], capsys)
+    assert_input_error(code, err, "schema version 99")
+
+

@@ -1,0 +1,68 @@
+"""notebooks/affinity_explorer.ipynb runs (nbclient) on small reports written here.
+
+The reports come from find_groups on stores filled with known numbers (no
+training): a loss method with --verify, and tag through a stand-in for the
+affinity training hook. The notebook reads the path from $MTL_REPORT."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from nbclient import NotebookClient
+
+import grouping.affinity
+import mtl.train
+from grouping import estimators as E
+from grouping.report import Options, find_groups, setup
+from grouping.store import ResultsStore
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "affinity_explorer.ipynb"
+TASKS = "seg,depth,edges"
+
+
+def write_report(tmp_path, method, verify=False) -> Path:
+    opts = Options(tasks=TASKS, budgets=[1, 1.5, 2, 3], method=method, data=E.DataSpec("scenes", 32, 0, (16, 8, 8)),
+                   steps=10, out=tmp_path / method, progress=False, verify=verify)
+    s = setup(opts)
+    rng = random.Random(0)
+    with ResultsStore(tmp_path / method / "store.sqlite") as store:
+        runner = s.runner(opts, store)
+        for spec in E.candidate_specs(s.names):
+            losses = {t: {"loss": rng.uniform(0.1, 1)} for t in spec.tasks}
+            store.put(runner.settings_for(spec), {"validation": losses, "test": losses, "train_seconds": 0.1})
+    find_groups(opts, echo=lambda line: None)
+    return tmp_path / method / "report.json"
+
+
+def run_notebook(report: Path, monkeypatch) -> list[str]:
+    monkeypatch.setenv("MTL_REPORT", str(report))  # the kernel inherits the environment
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # matrix, graph, curve
+    return "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+
+
+@pytest.fixture
+def no_training(monkeypatch, tmp_path):
+    monkeypatch.setattr(mtl.train, "train_and_evaluate", lambda *a, **k: pytest.fail("a network was trained"))
+    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
+
+
+def test_notebook_on_an_exhaustive_report_with_verify(tmp_path, monkeypatch, no_training):
+    text = run_notebook(write_report(tmp_path, "exhaustive", verify=True), monkeypatch)
+    assert "method exhaustive" in text and "budget 1.5" in text and "measured test total" in text
+
+
+def test_notebook_on_a_tag_report(tmp_path, monkeypatch, no_training):
+    z = np.array([[0, 0.2, -0.1], [0.3, 0, 0.05], [-0.2, 0.1, 0]])
+    monkeypatch.setattr(grouping.affinity, "train_with_affinity",
+                        value=lambda tasks, splits, cfg, **kw: {"tag": z, "cs": z, "train_seconds": 1.0})
+    monkeypatch.setattr(E.DataSpec, "load", lambda self, tasks: {})
+    text = run_notebook(write_report(tmp_path, "tag"), monkeypatch)
+    assert "method tag" in text and "TAG score" in text
