@@ -15,6 +15,7 @@ under runs/sharing_study/, so a killed study resumes where it stopped.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import dataclasses
 import json
 import platform
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     counts = cli.parse_counts(args.counts)
     config = {k: v for k, v in dataclasses.asdict(TrainConfig(steps=args.steps)).items() if k != "seed"}
-    settings = {"tasks": names, "seeds": seeds, "resolution": args.resolution, "counts": list(counts),
+    code = hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in ("mtl/model.py", "mtl/train.py", "tasks/registry.py")))
+    settings = {"code": code.hexdigest()[:12], "tasks": names, "seeds": seeds, "resolution": args.resolution, "counts": list(counts),
                 "data": f"scenes, data seed 0, renderer {renderer_fingerprint()}", "train_config": config}
     out = Path(args.out)
     state = json.loads(out.read_text()) if out.exists() else {}
