@@ -459,6 +459,11 @@ class Estimate:
 
     def predicted(self, spec: NetSpec) -> dict[str, float] | None:
         if self.candidates is None:
+            # tag/cs predict no losses, but their run trained the all-task
+            # network: its validation losses serve the all-in-one baseline.
+            run = (self.extra or {}).get("affinity_run", {})
+            if spec == NetSpec(tuple(self.tasks), FULL_SIZE) and "validation" in run:
+                return {t: float(run["validation"][t]["loss"]) for t in self.tasks}
             return None
         for nw in self.candidates:
             if nw.label == spec.label:

@@ -235,3 +235,16 @@ def test_partitions_and_baselines():
     assert b["random"]["count"] == 4 and b["random"]["predicted_total"] == pytest.approx(expected)
     assert E.baselines(est, 1.0)["one_per_task"] is None
     assert E.baselines(est, 3.0)["one_per_task"]["specs"][0].size == 1.0
+
+
+def test_tag_reports_the_all_task_network_it_trained_as_the_all_in_one_baseline(tmp_path, no_training, monkeypatch):
+    val = {"seg": 0.5, "depth": 0.25, "normals": 0.125, "edges": 0.0625}
+    monkeypatch.setattr(grouping.affinity, "train_with_affinity", lambda tasks, splits, cfg, **kw: {
+        "tag": Z, "cs": CS, "train_seconds": 1.0,
+        "validation": {t: {"loss": v} for t, v in val.items()}, "test": {t: {"loss": 1.0} for t in val}})
+    monkeypatch.setattr(E.DataSpec, "load", lambda self, tasks: {})
+    report = find_groups(options(tmp_path, "tag", budgets=(1, 2)), echo=lambda line: None)
+    for sel in report["selections"]:
+        assert sel["baselines"]["all_in_one"]["predicted_total"] == pytest.approx(sum(val.values()))
+    # Budget 1 allows only one grouping: all tasks together, so the random mean is that network too.
+    assert report["selections"][0]["baselines"]["random"]["predicted_total"] == pytest.approx(sum(val.values()))
