@@ -1,8 +1,9 @@
 """What the command-line front ends share: clear errors instead of tracebacks.
 
 A script's `main` raises ValueError (and its subclasses: unknown tasks,
-resolutions, layouts, budgets) or TrainingDiverged for anything the user
-can fix; `run` prints `error: <message>` and exits with status 2.
+resolutions, layouts, tables, budgets), OSError (a file it cannot read or
+write) or TrainingDiverged for anything the user can fix; `run` prints
+`error: <message>` on one line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, RuntimeError)
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
@@ -21,7 +22,8 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
         print("interrupted; finished work is kept (rerun the same command to resume)", file=sys.stderr)
         sys.exit(130)
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+        message = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename else str(e)
+        print(f"error: {message}".replace("\n", " "), file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)
 

@@ -33,7 +33,7 @@ from grouping.selection import (  # noqa: E402
     select_groups_tag,
     select_networks,
 )
-from grouping.tables import TableError, parse_budgets, read_affinity, read_loss_table  # noqa: E402
+from grouping.tables import parse_budgets, read_affinity, read_loss_table  # noqa: E402
 
 METHODS = ("optimal", "hoa")
 OBJECTIVES = ("loss", "tag")
@@ -121,15 +121,12 @@ def render(args: argparse.Namespace, rows: list[tuple[Selection, float | None]])
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        rows = run(args)
-    except (SelectionError, TableError, OSError) as exc:
-        message = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror}: {exc.filename}"
-        print(f"error: {message}".replace("\n", " "), file=sys.stderr)
-        return 2
+    rows = run(args)  # SelectionError, TableError (ValueErrors) and OSError: cli.run reports them
     print(json.dumps(to_json(args, rows)) if args.json else render(args, rows))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mtl import cli
+
+    cli.run(main)
