@@ -58,7 +58,8 @@ DEFAULT_COUNTS: tuple[int, int, int] = (4000, 500, 500)
 # Inclusive resolution bounds: the renderer's, and what resizing Taskonomy data allows.
 SCENE_RESOLUTIONS = (getattr(scenes, "MIN_RESOLUTION", 32), getattr(scenes, "MAX_RESOLUTION", 256))
 TASKONOMY_RESOLUTIONS = (16, 512)
-CHUNK = 256  # images rendered / decoded / read at a time
+CHUNK = 256  # images decoded / read at a time
+RENDER_PIXELS = 1 << 22  # pixels rendered per call
 # Folder names accepted for each split of a Taskonomy directory.
 SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {
     "train": ("train",),
@@ -232,8 +233,11 @@ class Scenes(_Builder):
 
     def _generate_examples(self, start: int, stop: int):
         config = self.builder_config
-        for lo in range(start, stop, CHUNK):
-            n = min(CHUNK, stop - lo)
+        # Large render calls (4M pixels: 1,024 images at 64x64) let the
+        # renderer use both threads; results do not depend on the chunking.
+        chunk = max(1, RENDER_PIXELS // config.resolution**2)
+        for lo in range(start, stop, chunk):
+            n = min(chunk, stop - lo)
             batch = scenes.render_scenes(config.seed, n, config.resolution, start=lo)
             for m in MODALITIES:
                 want = (n,) + _shape(m, config.resolution)

@@ -89,7 +89,7 @@ _KIND_CLASS = np.array([SEG_CLASSES.index(c) for c in ("box", "sphere", "cylinde
 _ROOM_CLASS = np.array([SEG_CLASSES.index(c) for c in ("floor", "ceiling", "wall", "wall", "wall", "wall")], np.uint8)
 _ROOM_NORMAL = np.array([[0, 1, 0], [0, -1, 0], [1, 0, 0], [-1, 0, 0], [0, 0, 1], [0, 0, -1]], np.float32)
 _EPS = np.float32(1e-4)
-_CHUNK_PIXELS = 1 << 17  # pixels per rendered batch: bounds memory, keeps arrays in cache
+_CHUNK_PIXELS = 1 << 18  # pixels per rendered batch: bounds memory, keeps arrays in cache
 _PARALLEL_PIXELS = 1 << 21  # jobs from this many pixels render on 2 threads
 _F32 = np.float32
 
@@ -919,15 +919,15 @@ def _shadow(lamb, objs, sid, light_pos, Px, Py, Pz, Lx, Ly, Lz) -> None:
         rows = o.rows
         m = n if isinstance(rows, slice) else len(rows)
         lp = _rows(light_pos, rows)
-        qx, qz = o.cx - _col(lp[:, 0]), o.cz - _col(lp[:, 2])
-        q = np.sqrt(qx * qx + qz * qz)
-        cos_w = np.where(q > o.foot, np.sqrt(np.maximum(1 - (o.foot / np.maximum(q, 1e-6)) ** 2, 0)), -2.0)
+        qx, qz = o.cx - _col(lp[:, 0]), o.cz - _col(lp[:, 2])  # light -> object, horizontally
+        qd = np.sqrt(qx * qx + qz * qz)
+        cos_w = np.where(qd > o.foot, np.sqrt(np.maximum(1 - (o.foot / np.maximum(qd, 1e-6)) ** 2, 0)), -2.0)
         hr = _rows(h, rows)
-        cand = _rows(ux, rows) * (qx / q)
-        cand += _rows(uz, rows) * (qz / q)
-        cand = cand >= cos_w
-        cand &= hr >= q - o.foot
-        cand &= _rows(Ly, rows) * np.minimum(hr, q + o.foot) >= (_col(lp[:, 1]) - o.top) * hr
+        cand = _rows(ux, rows) * (qx / qd)
+        cand += _rows(uz, rows) * (qz / qd)
+        cand = cand >= cos_w  # in the wedge
+        cand &= hr >= qd - o.foot  # beyond the near side
+        cand &= _rows(Ly, rows) * np.minimum(hr, qd + o.foot) >= (_col(lp[:, 1]) - o.top) * hr  # low enough
         cand &= _rows(lit, rows)
         cand &= _rows(sid, rows) != o.sid  # a lit point of a convex object is not shadowed by it
         idx, per_row = _flat_index(np.flatnonzero(cand), rows, m, P)
