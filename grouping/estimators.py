@@ -410,8 +410,8 @@ def measure_affinity(tasks: Sequence, splits: Mapping, cfg, *, every: int = AFFI
     1 - L_j(after a step on task i's loss, shared parameters only) / L_j
     (row i = source, column j = target), "cs": (n, n) mean cosine of the
     per-task shared-parameter gradients, "names": [task names, the order of
-    rows and columns], "train_seconds": float}`` and, when the hook gives
-    them, "validation"/"test" evaluations of the all-task network.
+    rows and columns], "train_seconds": float}`` and the "validation"/"test"
+    evaluations of the all-task network.
     The run is `grouping.affinity.train_with_affinity`.
     """
     from grouping import affinity
@@ -420,16 +420,11 @@ def measure_affinity(tasks: Sequence, splits: Mapping, cfg, *, every: int = AFFI
                                             checkpoint_dir=checkpoint_dir, progress=progress))
     names = [t.name for t in tasks]
     out.setdefault("names", names)
-    if list(out["names"]) != names:
-        raise RuntimeError(f"the affinity hook returned tasks {list(out['names'])}, expected {names}")
     for key in ("tag", "cs"):
-        m = np.asarray(out[key], dtype=np.float64)
-        if m.shape != (len(names), len(names)):
-            raise RuntimeError(f"the affinity hook returned a {key} matrix of shape {m.shape} for {len(names)} tasks")
-        off = m[~np.eye(len(names), dtype=bool)]
-        if not np.all(np.isfinite(off)):
-            raise RuntimeError(f"the {key} affinity matrix has non-finite entries")
-        out[key] = m
+        out[key] = np.asarray(out[key], dtype=np.float64)
+        if not np.all(np.isfinite(out[key][~np.eye(len(names), dtype=bool)])):
+            raise ValueError(f"the averaged {key} matrix has non-finite entries although no loss diverged; "
+                             "lower --lr or measure less often (--every)")
     out["train_seconds"] = float(out.get("train_seconds", 0.0))
     return out
 

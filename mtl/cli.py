@@ -11,7 +11,10 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, RuntimeError)
+
+# TrainingDiverged is a FloatingPointError. Not RuntimeError in general: an
+# XLA or HiGHS failure is a bug to be seen with its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, FloatingPointError)
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:

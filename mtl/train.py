@@ -32,12 +32,12 @@ import optax
 from flax import nnx
 
 from mtl.model import MultiTaskNet, check_resolution
-from tasks.registry import Task, decode_image
+from tasks.registry import Task, decode_image, modalities_for
 
 Batch = Mapping[str, jax.Array]
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(FloatingPointError):
     """A task's loss became NaN or infinite."""
 
     def __init__(self, task: str, step: int, value: float):
@@ -167,8 +167,6 @@ def make_eval_fn(graphdef: nnx.GraphDef, tasks: Sequence[Task]) -> Callable:
 
 def to_device(split: Mapping[str, np.ndarray], tasks: Sequence[Task]) -> dict[str, jax.Array]:
     """The modalities `tasks` need, as device arrays in their stored dtypes."""
-    from tasks.registry import modalities_for
-
     missing = [m for m in modalities_for(tasks) if m not in split]
     if missing:
         raise ValueError(f"the data has no {', '.join(missing)} labels, needed by tasks "

@@ -40,6 +40,7 @@ from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jnp.ndarray
 
@@ -164,8 +165,6 @@ def _seg_stats(logits: Array, labels: Array, mask: Array | None) -> dict[str, Ar
 
 
 def _seg_finalize(s: Mapping[str, object]) -> dict[str, float]:
-    import numpy as np
-
     conf = np.asarray(s["confusion"], dtype=np.float64)[1:, 1:]  # drop void
     tp = np.diag(conf)
     union = conf.sum(0) + conf.sum(1) - tp

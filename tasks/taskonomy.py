@@ -260,18 +260,25 @@ def scan(root: PathLike, modalities: Iterable[str] = tuple(MODALITIES)) -> list[
     """
     path = Path(root).expanduser()
     index = index_files(path, modalities)
-    size, first = None, None
+    first = None
     for names in index.values():
         for m, name in names.items():
             with _open(path / m / name, path, m) as image:
-                if size is None:
-                    size, first = image.size, f"{m}/{name}"
-                elif image.size != size:
-                    raise TaskonomyLayoutError(
-                        f"{_where(path)}: {m}/{name} is {image.size[0]}x{image.size[1]}; expected "
-                        f"{size[0]}x{size[1]} like {first} (all images of a dataset share one size)"
-                    )
+                first = _same_size(path, f"{m}/{name}", image, first)
     return list(index)
+
+
+def _same_size(root: Path, label: str, image, first: tuple | None) -> tuple:
+    """(size, label) of the first image seen; raises if `image` differs from it."""
+    if first is None:
+        return image.size, label
+    if image.size != first[0]:
+        (w, h), (w0, h0) = image.size, first[0]
+        raise TaskonomyLayoutError(
+            f"{_where(root)}: {label} is {w}x{h}; expected {w0}x{h0} like {first[1]} "
+            "(all images of a dataset share one size)"
+        )
+    return first
 
 
 # ---------------------------------------------------------------------------
@@ -320,17 +327,11 @@ def read_example(
     modalities = _check_modalities(modalities)
     if resolution is not None and resolution < 1:
         raise ValueError(f"resolution must be positive, got {resolution}")
-    out, size = {}, None
+    out, first = {}, None
     for m in modalities:
         file = find_file(path, stem, m)
         with _open(file, path, m) as image:
-            if size is None:
-                size, first = image.size, f"{m}/{file.name}"
-            elif image.size != size:
-                raise TaskonomyLayoutError(
-                    f"{_where(path)}: {m}/{file.name} is {image.size[0]}x{image.size[1]}; "
-                    f"expected {size[0]}x{size[1]} like {first}"
-                )
+            first = _same_size(path, f"{m}/{file.name}", image, first)
             try:
                 out[m] = _decode(image, m, resolution)
             except (OSError, SyntaxError, ValueError) as e:
