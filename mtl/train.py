@@ -12,8 +12,10 @@ Every step's minibatch is drawn from `fold_in(key(seed), step)`, so a run
 is the same whether it was chunked, interrupted and resumed, or run in one go.
 
 The training loss of a network is the sum of its tasks' losses (Standley et
-al., 2020). `task_weights` (1 per task by default) lets one parameter layout
-serve several task subsets, which is what an ensemble of networks needs.
+al., 2020); the step's `weights` (1 per task here) are there so one
+parameter layout can serve several task subsets. A `Probe` (the TAG affinity
+in grouping.affinity) replaces every k-th step with one that trains the same
+way and also measures.
 """
 
 from __future__ import annotations
