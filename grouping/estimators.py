@@ -258,8 +258,12 @@ class Runner:
     """
 
     def __init__(self, tasks: Sequence, data: DataSpec, cfg, run_dir: str | os.PathLike, store: ResultsStore, *,
-                 progress: bool = True, checkpoint_every: int | None = None, data_settings: Mapping | None = None):
+                 progress: bool = True, checkpoint_every: int | None = None, data_settings: Mapping | None = None,
+                 ensemble: bool = True, devices: int | None = None, max_members: int | None = None):
         self.tasks = tuple(tasks)
+        self.ensemble = ensemble  # train the missing networks of one width as ensembles (mtl.ensemble)
+        self.devices = devices
+        self.max_members = max_members
         self.by_name = {t.name: t for t in self.tasks}
         self.names = tuple(self.by_name)
         self.data = data
@@ -307,58 +311,105 @@ class Runner:
         return self.run_dir / "checkpoints" / f"{safe}-{key_hash(settings)}"
 
     def train(self, specs: Iterable[NetSpec], *, steps: int | None = None, phase: str = "estimate") -> dict[NetSpec, Trained]:
-        """Each network once (stored ones are read back), with a progress bar over them."""
+        """Each network once; stored ones are read back. The missing networks of
+        one width train together as an ensemble (unless ``ensemble=False``)."""
         from grouping.store import canonical_json
 
         specs = list(dict.fromkeys(specs))
-        out: dict[NetSpec, Trained] = {}
-        bar = _bar(len(specs), f"{phase}: networks", self.progress)
+        cfgs = {spec: self._cfg(spec.size, steps) for spec in specs}
+        settings = {spec: self.settings(spec, cfgs[spec]) for spec in specs}
+        self.keys.update(canonical_json(settings[spec]) for spec in specs)
+        hits = {spec: self.store.get(settings[spec]) for spec in specs}
+        missing = [spec for spec in specs if hits[spec] is None]
+        seconds: dict[NetSpec, float] = {}
+        if missing:
+            _ = self.splits  # load the data first, so it is timed apart
+        by_size: dict[float, list[NetSpec]] = {}
+        for spec in missing:
+            by_size.setdefault(spec.size, []).append(spec)
+        bar = _bar(len(missing), f"{phase}: networks", self.progress and len(missing) > 1)
         try:
-            for spec in specs:
-                cfg = self._cfg(spec.size, steps)
-                settings = self.settings(spec, cfg)
-                self.keys.add(canonical_json(settings))
-                hit = self.store.get(settings)
-                if hit is None:
-                    _ = self.splits  # load the data first, so it is timed apart
+            for size, group in by_size.items():
                 t0 = time.perf_counter()
-                if hit is None:
-                    hit = self._train_one(spec, cfg, settings)
-                    reused = False
+                if self.ensemble and len(group) > 1:
+                    for spec, result in zip(group, self._train_many(group, cfgs[group[0]], settings)):
+                        hits[spec] = result
+                    for spec in group:
+                        seconds[spec] = (time.perf_counter() - t0) / len(group)
+                    bar.update(len(group))
                 else:
-                    reused = True
-                out[spec] = Trained(spec, cfg.steps, hit["validation"], hit["test"], hit["train_seconds"], reused,
-                                    hit.get("resumed_from") if not reused else None)
-                self.log.append({"phase": phase, "network": spec.label, "size": spec.size, "steps": cfg.steps,
-                                 "reused": reused, "seconds": 0.0 if reused else time.perf_counter() - t0,
-                                 "train_seconds": hit["train_seconds"],
-                                 "resumed_from": None if reused else hit.get("resumed_from")})
-                bar.update(1)
+                    for spec in group:
+                        t0 = time.perf_counter()
+                        hits[spec] = self._train_one(spec, cfgs[spec], settings[spec])
+                        seconds[spec] = time.perf_counter() - t0
+                        bar.update(1)
         finally:
             bar.close()
+        out: dict[NetSpec, Trained] = {}
+        for spec in specs:
+            hit, reused = hits[spec], spec not in seconds
+            out[spec] = Trained(spec, cfgs[spec].steps, hit["validation"], hit["test"], hit["train_seconds"], reused,
+                                hit.get("resumed_from") if not reused else None)
+            self.log.append({"phase": phase, "network": spec.label, "size": spec.size, "steps": cfgs[spec].steps,
+                             "reused": reused, "seconds": seconds.get(spec, 0.0),
+                             "train_seconds": hit["train_seconds"],
+                             "resumed_from": None if reused else hit.get("resumed_from")})
         return out
+
+    def _result(self, spec: NetSpec, cfg, settings: Mapping, report: Mapping[str, Any]) -> dict[str, Any]:
+        """Checks a trained network's report, stores it, returns the stored result."""
+        from mtl.train import TrainingDiverged
+
+        for split in ("validation", "test"):
+            for t in spec.tasks:
+                value = float(report[split][t]["loss"])
+                if not math.isfinite(value):
+                    self.store.put_failed(settings, f"{spec.label}: {TrainingDiverged(t, cfg.steps, value)}")
+                    raise TrainingDiverged(t, cfg.steps, value)
+        result = {"validation": report["validation"], "test": report["test"],
+                  "train_seconds": float(report["train_seconds"]), "steps": cfg.steps,
+                  "resumed_from": report.get("resumed_from"),
+                  "final_train_loss": report.get("final_train_loss")}
+        self.store.put(settings, result)
+        return result
+
+    def _train_many(self, specs: Sequence[NetSpec], cfg, settings: Mapping[NetSpec, Mapping]) -> list[dict[str, Any]]:
+        """Networks of one width as ensembles (`mtl.ensemble`); each is stored as soon as its chunk is done."""
+        import mtl.ensemble
+        from grouping.store import canonical_json
+        from mtl.train import TrainingDiverged
+
+        members = [[self.by_name[t] for t in spec.tasks] for spec in specs]
+        ckpt = self.checkpoint_dir(f"ensemble-{len(specs)}-size{cfg.size:g}",
+                                   {"members": sorted(canonical_json(settings[s]) for s in specs)})
+        results: list[dict[str, Any] | None] = [None] * len(specs)
+
+        def store(i: int, report: dict[str, Any]) -> None:
+            results[i] = self._result(specs[i], cfg, settings[specs[i]], report)
+
+        try:
+            mtl.ensemble.train_ensemble_and_evaluate(
+                members, self.splits, cfg, devices=self.devices, max_members=self.max_members,
+                checkpoint_dir=ckpt, progress=self.progress, on_member=store)
+        except TrainingDiverged as e:
+            for spec in specs:  # one width per ensemble: the task list names the network
+                if "+".join(spec.tasks) == e.network:
+                    self.store.put_failed(settings[spec], f"{spec.label}: {e}")
+            raise
+        shutil.rmtree(ckpt, ignore_errors=True)  # stored: the checkpoints are no longer needed
+        return results  # type: ignore[return-value]
 
     def _train_one(self, spec: NetSpec, cfg, settings) -> dict[str, Any]:
         from mtl.train import TrainingDiverged, train_and_evaluate
 
         tasks = [self.by_name[t] for t in spec.tasks]
         ckpt = self.checkpoint_dir(spec.label, settings)
-        splits = self.splits
         try:
-            report = train_and_evaluate(tasks, splits, cfg, checkpoint_dir=ckpt, progress=self.progress)
-            for split in ("validation", "test"):
-                for t in spec.tasks:
-                    value = float(report[split][t]["loss"])
-                    if not math.isfinite(value):
-                        raise TrainingDiverged(t, cfg.steps, value)
+            report = train_and_evaluate(tasks, self.splits, cfg, checkpoint_dir=ckpt, progress=self.progress)
         except TrainingDiverged as e:
             self.store.put_failed(settings, f"{spec.label}: {e}")
             raise TrainingDiverged(e.task, e.step, e.value) from None
-        result = {"validation": report["validation"], "test": report["test"],
-                  "train_seconds": float(report["train_seconds"]), "steps": cfg.steps,
-                  "resumed_from": report.get("resumed_from"),
-                  "final_train_loss": report.get("final_train_loss")}
-        self.store.put(settings, result)
+        result = self._result(spec, cfg, settings, report)
         shutil.rmtree(ckpt, ignore_errors=True)  # stored: the checkpoints are no longer needed
         return result
 

@@ -68,6 +68,9 @@ class Options:
     every: int = E.AFFINITY_EVERY
     checkpoint_every: int | None = None
     progress: bool = True
+    ensemble: bool = True  # train several networks of one width as one ensemble (mtl.ensemble)
+    devices: int | None = None  # ensembles: devices to shard over (None: all local ones)
+    max_members: int | None = None  # ensembles: most networks per compiled program
     command: str | None = None
 
 
@@ -84,7 +87,8 @@ class Setup:
 
     def runner(self, opts: "Options", store: ResultsStore) -> E.Runner:
         return E.Runner(self.tasks, opts.data, self.cfg, opts.out, store, progress=opts.progress,
-                        checkpoint_every=opts.checkpoint_every, data_settings=self.data_settings)
+                        checkpoint_every=opts.checkpoint_every, data_settings=self.data_settings,
+                        ensemble=opts.ensemble, devices=opts.devices, max_members=opts.max_members)
 
 
 def setup(opts: Options) -> Setup:
@@ -108,6 +112,12 @@ def setup(opts: Options) -> Setup:
     if opts.every < 1:
         raise ValueError(f"--every must be at least 1, got {opts.every}")
     check_resolution(opts.data.resolution)
+    if opts.ensemble:
+        from mtl.ensemble import ensemble_devices
+
+        ensemble_devices(opts.devices)  # more devices than exist: a clear error now, not after the data
+        if opts.max_members is not None and opts.max_members < 1:
+            raise ValueError(f"--max-members must be at least 1, got {opts.max_members}")
     cfg = TrainConfig(steps=opts.steps, batch_size=opts.batch_size, learning_rate=opts.learning_rate, seed=opts.seed)
     return Setup(tasks, names, budgets, cfg, opts.data.check(tasks))
 

@@ -42,12 +42,13 @@ Batch = Mapping[str, jax.Array]
 class TrainingDiverged(FloatingPointError):
     """A task's loss became NaN or infinite."""
 
-    def __init__(self, task: str, step: int, value: float):
+    def __init__(self, task: str, step: int, value: float, network: str | None = None):
         super().__init__(
-            f"training diverged: the loss of task {task!r} became {value} at step {step}; "
+            (f"network {network}: " if network else "")
+            + f"training diverged: the loss of task {task!r} became {value} at step {step}; "
             "lower the learning rate or check the task's labels"
         )
-        self.task, self.step, self.value = task, step, value
+        self.task, self.step, self.value, self.network = task, step, value, network
 
 
 @dataclasses.dataclass(frozen=True)

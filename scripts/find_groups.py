@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run directory (default runs/<timestamp>)")
     p.add_argument("--verify", action="store_true",
                    help="also train the chosen networks and the baselines with the full schedule; report test losses")
+    p.add_argument("--no-ensemble", action="store_true",
+                   help="train networks one at a time instead of as ensembles of one width (mtl/ensemble.py)")
+    p.add_argument("--devices", type=int, default=None, help="ensembles: devices to shard over (default all local ones)")
+    p.add_argument("--max-members", type=int, default=None,
+                   help="ensembles: most networks per compiled program (default: what fits in memory)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -86,6 +91,9 @@ def main(argv=None) -> int:
         every=args.every,
         checkpoint_every=args.checkpoint_every,
         progress=not args.quiet,
+        ensemble=not args.no_ensemble,
+        devices=args.devices,
+        max_members=args.max_members,
         command=" ".join(map(shlex.quote, ["scripts/find_groups.py", *(sys.argv[1:] if argv is None else argv)])),
     )
     find_groups(opts)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import grouping.affinity
+import mtl.ensemble
 import mtl.train
 from grouping import estimators as E
 from grouping.report import Options, find_groups, setup
@@ -31,6 +32,7 @@ def no_training(monkeypatch, tmp_path):
         raise AssertionError("a network was trained")
 
     monkeypatch.setattr(mtl.train, "train_and_evaluate", refuse)
+    monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", refuse)
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
 
 

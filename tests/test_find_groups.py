@@ -125,6 +125,7 @@ def test_tiny_run_writes_a_consistent_report(reference):
 def test_a_rerun_trains_nothing(reference, env, monkeypatch, capsys):
     # In-process, with training replaced by an error: everything must come from the store.
     out, _ = reference
+    import mtl.ensemble
     import mtl.train
     from mtl import cli as mtl_cli
 
@@ -132,6 +133,7 @@ def test_a_rerun_trains_nothing(reference, env, monkeypatch, capsys):
         raise AssertionError("a network was trained again")
 
     monkeypatch.setattr(mtl.train, "train_and_evaluate", no_training)
+    monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", no_training)
     monkeypatch.setenv("MTL_DATA_DIR", env["MTL_DATA_DIR"])
     before = json.loads((out / "report.json").read_text())
     sys.path.insert(0, str(SCRIPT.parent))
@@ -156,10 +158,11 @@ def test_a_run_killed_mid_training_resumes_to_the_same_report(reference, env, tm
     deadline = time.monotonic() + 240
     try:
         while proc.poll() is None and time.monotonic() < deadline:
-            # Kill as soon as the first network has saved its step-10 checkpoint.
-            found = list((out / "checkpoints").glob("*/10")) if (out / "checkpoints").is_dir() else []
+            # Kill as soon as the first network (or ensemble) has saved its step-10 checkpoint.
+            ckpts = out / "checkpoints"
+            found = [*ckpts.glob("*/10"), *ckpts.glob("*/chunk-*/10")] if ckpts.is_dir() else []
             if found:
-                seen = found[0].parent.name
+                seen = found[0].relative_to(ckpts).parts[0]
                 proc.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.02)
@@ -243,13 +246,19 @@ def test_a_data_directory_without_the_labels(tmp_path, capsys, monkeypatch):
 
 
 def test_a_diverging_network_stops_the_run_and_is_not_stored_as_valid(tmp_path, capsys, monkeypatch):
+    import mtl.ensemble
     import mtl.train
     from grouping.store import ResultsStore
 
     def diverge(tasks, splits, cfg, **kwargs):
         raise mtl.train.TrainingDiverged(tasks[0].name, 7, float("nan"))
 
+    def diverge_ensemble(members, splits, cfg, **kwargs):  # the first member diverges
+        raise mtl.train.TrainingDiverged(members[0][0].name, 7, float("nan"),
+                                         network="+".join(t.name for t in members[0]))
+
     monkeypatch.setattr(mtl.train, "train_and_evaluate", diverge)
+    monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", diverge_ensemble)
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
     code, err = run_main(["--tasks", "seg,depth", "--budget", "2", "--method", "hoa", "--resolution", "32",
                           "--counts", "16,8,8", "--steps", "5", "--out", tmp_path / "r", "--quiet"], capsys)

@@ -15,6 +15,7 @@ import pytest
 from nbclient import NotebookClient
 
 import grouping.affinity
+import mtl.ensemble
 import mtl.train
 from grouping import estimators as E
 from grouping.report import Options, find_groups, setup
@@ -51,6 +52,7 @@ def run_notebook(report: Path, monkeypatch) -> list[str]:
 @pytest.fixture
 def no_training(monkeypatch, tmp_path):
     monkeypatch.setattr(mtl.train, "train_and_evaluate", lambda *a, **k: pytest.fail("a network was trained"))
+    monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", lambda *a, **k: pytest.fail("a network was trained"))
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
 
 

@@ -97,12 +97,14 @@ def test_code_version_hashes_the_package_source(tmp_path):
 
 def test_a_rerun_reuses_every_stored_network_and_trains_nothing(tmp_path, monkeypatch):
     """Fill the store as a finished hoa run would, then run: nothing may train or even load data."""
+    import mtl.ensemble
     import mtl.train
 
     def no_training(*args, **kwargs):
         raise AssertionError("a network was trained again")
 
     monkeypatch.setattr(mtl.train, "train_and_evaluate", no_training)
+    monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", no_training)
     monkeypatch.setattr(E.DataSpec, "load", lambda self, tasks: pytest.fail("the data were loaded"))
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
     opts = Options(tasks="seg,depth,normals", budgets=[1, 2, 3], method="hoa",

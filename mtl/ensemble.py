@@ -1,0 +1,543 @@
+"""Training many networks of one width at once: ensembles.
+
+Exhaustive, ESA and HOA estimation train many small networks of the same
+architecture. One at a time, each pays its own compilation, dispatch and
+evaluation, and a small network leaves the machine's cores (or a GPU) mostly
+idle. An ensemble trains K networks in one compiled program.
+
+Layout. Parameters and optimizer state are stacked on a leading member axis,
+part by part: the K encoders form one stack, and for each task t the
+decoders of the K_t members that learn t form another
+(``{"encoder": (K, ...), "decoders": {t: (K_t, ...)}}``). Decoder stack t
+reads the encoder outputs of its members (a gather), so no member computes a
+decoder it does not have, and each member's loss is the sum of its own
+tasks' losses. AdamW and SGD act element-wise, so one optimizer update of
+the stacks is K independent updates. Members are initialised exactly as
+`mtl.train.train_network` initialises the same network, and all members draw
+the same minibatch (the one `cfg.seed` gives at each step), so a member's
+numbers equal one-at-a-time training (tests/test_ensemble.py).
+
+Execution (``strategy``):
+
+``vmap``    the member axis is vectorised (`jax.vmap`): one wide program,
+            the form for GPUs and TPUs, and the one that shards.
+``unroll``  the members are written out one after another in the same
+            program. XLA:CPU vectorises convolutions over a vmapped member
+            axis as grouped convolutions, 12-17x slower than running them
+            one by one (benchmarks/conv_layers.py); unrolled, the members'
+            independent convolutions run concurrently on the CPU's cores.
+``auto``    unroll on a CPU, vmap elsewhere (the default).
+
+Sharding. With several devices (``devices``, default all local ones), every
+stack is sharded along its member axis over a one-axis `jax.sharding.Mesh`
+(``members``); stacks are padded to a multiple of the device count with
+copies whose losses are weighted 0 and which are dropped at the end. On a
+cluster, call `jax.distributed.initialize()` first (see the README).
+
+Memory. `plan_chunks` measures one member's step with XLA's memory analysis
+and splits an ensemble too large for the device into chunks run one after
+another; a device that cannot hold even one member is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from mtl.model import MultiTaskNet
+from mtl.train import (
+    Checkpoints,
+    TrainConfig,
+    _check_finite,
+    _progress,
+    build_model,
+    make_optimizer,
+    mean_training_loss,
+    sample_batch,
+    to_device,
+)
+from tasks.registry import Task, decode_image, modalities_for
+
+STRATEGIES = ("auto", "vmap", "unroll")
+#: Share of a device's free memory an ensemble chunk may plan to use.
+MEMORY_FRACTION = 0.7
+#: Most members per chunk on a CPU when unrolled: the program (and its compile
+#: time, about 0.6 s per member here) grows with every member.
+CPU_MAX_MEMBERS = 40
+
+
+class EnsembleMemoryError(MemoryError):
+    """Not even one member fits in the device's memory."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Which member owns which stack entry.
+
+    members: task names of each member (K real members); ``encoders`` the
+    encoder stack size (K, padded); ``slots[t]``: for each entry of task t's
+    decoder stack, the encoder (member) it reads; ``live[t]``: 1 for a real
+    entry, 0 for padding.
+    """
+
+    members: tuple[tuple[str, ...], ...]
+    encoders: int
+    slots: Mapping[str, tuple[int, ...]]
+    live: Mapping[str, tuple[float, ...]]
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.slots)
+
+    def position(self, member: int, task: str) -> int:
+        """Index of `member`'s decoder for `task` in that task's stack."""
+        return self.slots[task].index(member)
+
+    @classmethod
+    def build(cls, members: Sequence[Sequence[str]], pad_to: int = 1) -> "Layout":
+        members = tuple(tuple(m) for m in members)
+        order = list(dict.fromkeys(t for m in members for t in m))
+        k = len(members)
+        encoders = -(-k // pad_to) * pad_to
+        slots, live = {}, {}
+        for t in order:
+            owners = [i for i, m in enumerate(members) if t in m]
+            pad = -len(owners) % pad_to
+            slots[t] = tuple(owners + [owners[0]] * pad)
+            live[t] = tuple([1.0] * len(owners) + [0.0] * pad)
+        return cls(members, encoders, slots, live)
+
+
+def resolve_strategy(strategy: str) -> str:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"ensemble strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if strategy == "auto":
+        return "unroll" if jax.default_backend() == "cpu" else "vmap"
+    return strategy
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+@dataclasses.dataclass
+class Ensemble:
+    """The graph definitions of one ensemble and its initial stacked parameters."""
+
+    tasks: Mapping[str, Task]
+    layout: Layout
+    size: float
+    encoder_def: nnx.GraphDef
+    decoder_defs: Mapping[str, nnx.GraphDef]
+    params: Any  # {"encoder": stacked, "decoders": {task: stacked}}
+
+    @classmethod
+    def create(cls, members: Sequence[Sequence[Task]], cfg: TrainConfig, pad_to: int = 1) -> "Ensemble":
+        if not members:
+            raise ValueError("an ensemble needs at least one member network")
+        by_name: dict[str, Task] = {}
+        for m in members:
+            if not m:
+                raise ValueError("every member network needs at least one task")
+            for t in m:
+                by_name.setdefault(t.name, t)
+        layout = Layout.build([[t.name for t in m] for m in members], pad_to)
+        encoders, decoders, enc_def, dec_defs = [], {t: [] for t in layout.tasks}, None, {}
+        # One model per member, built exactly as train_network builds it.
+        for m in members:
+            model = build_model(m, cfg)
+            enc_def, p = nnx.split(model.encoder, nnx.Param)
+            encoders.append(p)
+            for t in m:
+                dec_defs[t.name], p = nnx.split(model.decoders[t.name], nnx.Param)
+                decoders[t.name].append(p)
+        encoders += [encoders[0]] * (layout.encoders - len(members))
+        stacked_dec = {}
+        for t in layout.tasks:
+            owners = [i for i, m in enumerate(layout.members) if t in m]
+            entries = [decoders[t][owners.index(i)] for i in layout.slots[t]]
+            stacked_dec[t] = _stack(entries)
+        params = {"encoder": _stack(encoders), "decoders": stacked_dec}
+        return cls(by_name, layout, cfg.size, enc_def, dec_defs, params)
+
+    def member_params(self, params: Any, member: int) -> tuple[nnx.GraphDef, Any]:
+        """(graphdef, params) of member `member` as a stand-alone MultiTaskNet."""
+        names = self.layout.members[member]
+        model = nnx.eval_shape(lambda: MultiTaskNet([self.tasks[t] for t in names], size=self.size,
+                                                    rngs=nnx.Rngs(0)))
+        nnx.update(model.encoder, jax.tree.map(lambda a: a[member], params["encoder"]))
+        for t in names:
+            pos = self.layout.position(member, t)
+            nnx.update(model.decoders[t], jax.tree.map(lambda a, p=pos: a[p], params["decoders"][t]))
+        return nnx.split(model, nnx.Param)
+
+    # -- the forward pass of all members ------------------------------------
+
+    def forward(self, params: Any, x: jax.Array, strategy: str) -> dict[str, jax.Array]:
+        """{task: (K_t, B, H, W, C)} predictions of every decoder stack on input x (B, H, W, 3)."""
+        enc = lambda p, x: nnx.merge(self.encoder_def, p)(x)  # noqa: E731
+        if strategy == "vmap":
+            z = jax.vmap(enc, in_axes=(0, None))(params["encoder"], x)
+        else:
+            z = jnp.stack([enc(_take(params["encoder"], k), x) for k in range(self.layout.encoders)])
+        preds = {}
+        for t, slots in self.layout.slots.items():
+            dec = lambda p, z, t=t: nnx.merge(self.decoder_defs[t], p)(z)  # noqa: E731
+            if strategy == "vmap":
+                preds[t] = jax.vmap(dec)(params["decoders"][t], z[jnp.asarray(slots)])
+            else:
+                preds[t] = jnp.stack([dec(_take(params["decoders"][t], j), z[k]) for j, k in enumerate(slots)])
+        return preds
+
+    def losses(self, params: Any, batch: Mapping[str, jax.Array], strategy: str) -> dict[str, jax.Array]:
+        """{task: (K_t,) loss of each decoder stack entry on the batch}."""
+        preds = self.forward(params, decode_image(batch["rgb"]), strategy)
+        return {t: jax.vmap(lambda p, t=t: self.tasks[t].compute_loss(p, batch))(preds[t]) for t in preds}
+
+
+def _take(tree: Any, i: int) -> Any:
+    return jax.tree.map(lambda a: a[i], tree)
+
+
+def make_ensemble_train_fn(ens: Ensemble, tx: optax.GradientTransformation, cfg: TrainConfig,
+                           strategy: str) -> Callable:
+    """A jitted `(state, data) -> (state, {task: (K_t,) losses})`; state is donated."""
+    base_key = jax.random.PRNGKey(cfg.seed)
+    live = {t: jnp.asarray(v, jnp.float32) for t, v in ens.layout.live.items()}
+
+    def step(state, data):
+        key = jax.random.fold_in(base_key, state["step"])
+        batch = sample_batch(data, key, cfg.batch_size)
+
+        def total(params):
+            losses = ens.losses(params, batch, strategy)
+            # Members are independent: the gradient of the sum is each
+            # member's own gradient, in its own slice of the stacks.
+            return sum(jnp.dot(live[t], l) for t, l in losses.items()), losses
+
+        grads, losses = jax.grad(total, has_aux=True)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        return {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1}, losses
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def make_ensemble_eval_fn(ens: Ensemble, strategy: str) -> Callable:
+    """A jitted `(params, batch) -> {task: {"loss_sum": (K_t,), **stats (K_t, ...)}}`.
+
+    Like `mtl.train.make_eval_fn`, per decoder stack entry: a loss per image,
+    summed over the batch, and the task's metric statistics."""
+
+    def fn(params, batch):
+        preds = ens.forward(params, decode_image(batch["rgb"]), strategy)
+        out = {}
+        for t, p in preds.items():
+            task = ens.tasks[t]
+
+            def one_member(pred):
+                per_image = jax.vmap(
+                    lambda pi, bi: task.compute_loss(pi[None], {k: v[None] for k, v in bi.items()})
+                )(pred, dict(batch))
+                return {"loss_sum": per_image.sum(), **task.compute_stats(pred, batch)}
+
+            out[t] = jax.vmap(one_member)(p)
+        return out
+
+    return jax.jit(fn)
+
+
+# ---------------------------------------------------------------------------
+# Devices and memory.
+
+
+def ensemble_devices(devices: int | Sequence | None = None) -> list:
+    """The devices an ensemble is sharded over: all local ones by default, or the first n."""
+    local = jax.local_devices()
+    if devices is None:
+        return list(local)
+    if isinstance(devices, int):
+        if devices < 1:
+            raise ValueError(f"the number of devices must be at least 1, got {devices}")
+        if devices > len(local):
+            raise ValueError(
+                f"{devices} devices asked for, but this process sees {len(local)} "
+                f"({', '.join(sorted({d.platform for d in local}))}); use at most {len(local)}"
+                + (" (on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N host devices)"
+                   if local[0].platform == "cpu" else "")
+            )
+        return list(local[:devices])
+    return list(devices)
+
+
+def free_memory_bytes(device) -> int:
+    """Memory an ensemble may use on `device`: the accelerator's free memory, or the host's available RAM."""
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # some backends do not report
+        stats = {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def member_memory_bytes(members: Sequence[Sequence[Task]], cfg: TrainConfig, data: Mapping[str, Any],
+                        strategy: str) -> int:
+    """Peak memory of one training step of the largest member, from XLA's memory analysis of the
+    compiled step (arguments + outputs + temporaries, the training data excluded), without running it."""
+    largest = max(members, key=len)
+    ens = Ensemble.create([largest], cfg)
+    tx = make_optimizer(cfg)
+    state = {"params": ens.params, "opt_state": tx.init(ens.params), "step": jnp.zeros((), jnp.int32)}
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+    shapes = {m: jax.ShapeDtypeStruct(data[m].shape, data[m].dtype) for m in modalities_for(largest)}
+    mem = make_ensemble_train_fn(ens, tx, cfg, strategy).lower(abstract, shapes).compile().memory_analysis()
+    if mem is None:  # a backend without the analysis: params, grads and two moments, 4x over
+        return int(sum(a.size * 4 * 4 * 4 for a in jax.tree.leaves(ens.params)))
+    data_bytes = sum(math.prod(s.shape) * np.dtype(s.dtype).itemsize for s in shapes.values())
+    return int(max(mem.argument_size_in_bytes - data_bytes, 0) + mem.temp_size_in_bytes + mem.output_size_in_bytes)
+
+
+def plan_chunks(n_members: int, per_member_bytes: int, free_bytes: int, n_devices: int = 1,
+                max_members: int | None = None) -> list[range]:
+    """Splits `n_members` into consecutive chunks that fit: each device holds at most
+    ``MEMORY_FRACTION * free_bytes // per_member_bytes`` members (and `max_members` per chunk)."""
+    if n_members < 1:
+        raise ValueError("an ensemble needs at least one member network")
+    per_device = int(MEMORY_FRACTION * free_bytes // max(per_member_bytes, 1))
+    if per_device < 1:
+        raise EnsembleMemoryError(
+            f"one network's training step needs {per_member_bytes / 2**30:.2f} GiB but the device has "
+            f"{free_bytes / 2**30:.2f} GiB free (an ensemble plans to use {MEMORY_FRACTION:.0%} of it); "
+            "lower the batch size or the resolution, or free memory on the device"
+        )
+    cap = per_device * n_devices
+    if max_members is not None:
+        if max_members < 1:
+            raise ValueError(f"max_members must be at least 1, got {max_members}")
+        cap = min(cap, max_members)
+    n_chunks = -(-n_members // cap)
+    size = -(-n_members // n_chunks)  # balanced chunks
+    return [range(lo, min(lo + size, n_members)) for lo in range(0, n_members, size)]
+
+
+# ---------------------------------------------------------------------------
+# Training.
+
+
+@dataclasses.dataclass
+class MemberResult:
+    """One member of a finished ensemble, as `mtl.train.TrainResult` has it."""
+
+    tasks: tuple[str, ...]
+    graphdef: nnx.GraphDef
+    params: Any
+    losses: np.ndarray  # (steps, n_tasks)
+    seconds: float  # the ensemble's wall time divided by its members
+    resumed_from: int | None
+
+    def model(self) -> MultiTaskNet:
+        return nnx.merge(self.graphdef, self.params)
+
+
+def _shard(tree: Any, mesh) -> Any:
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    n = mesh.devices.size
+
+    def put(a):
+        spec = P("members") if a.ndim >= 1 and a.shape[0] % n == 0 else P()
+        return jax.device_put(a, NamedSharding(mesh, spec))
+
+    return jax.tree.map(put, tree)
+
+
+def train_ensemble(
+    members: Sequence[Sequence[Task]],
+    train_split: Mapping[str, np.ndarray | jax.Array],
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    strategy: str = "auto",
+    devices: int | Sequence | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    desc: str | None = None,
+) -> tuple[list[MemberResult], Ensemble, Any]:
+    """Trains every member network (a task list each) at `cfg.size` in ONE program.
+
+    Returns (results, ensemble, final stacked params). A member equals
+    `mtl.train.train_network(member, train_split, cfg)`. With `checkpoint_dir`
+    the ensemble state is saved every `cfg.checkpoint_every` steps and a rerun
+    resumes from it; `stop_after` ends the run early, as if killed. No
+    chunking here: see `train_ensemble_and_evaluate`.
+    Raises TrainingDiverged naming the member network whose loss became NaN.
+    """
+    strategy = resolve_strategy(strategy)
+    members = [tuple(m) for m in members]
+    if not members or not all(members):
+        raise ValueError("an ensemble needs at least one member network, each with at least one task")
+    devs = ensemble_devices(devices)
+    data = to_device(train_split, tuple({t.name: t for m in members for t in m}.values()))
+    ens = Ensemble.create(members, cfg, pad_to=len(devs))
+    tx = make_optimizer(cfg)
+    state = {"params": ens.params, "opt_state": tx.init(ens.params), "step": jnp.asarray(0, jnp.int32)}
+    ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
+    resumed_from = None
+    if ckpt is not None and ckpt.latest_step() is not None:
+        state = ckpt.restore(state)
+        resumed_from = int(state["step"])
+    mesh = None
+    if len(devs) > 1:
+        from jax.sharding import Mesh
+
+        mesh = Mesh(np.asarray(devs), ("members",))
+        state = _shard(state, mesh)
+        data = jax.device_put(data, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    run = make_ensemble_train_fn(ens, tx, cfg, strategy)
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    history: list[dict[str, np.ndarray]] = []
+    start = time.perf_counter()
+    bar = _progress(total=cfg.steps, initial=int(state["step"]), enabled=progress,
+                    desc=desc or f"ensemble of {len(members)}" + (f" @{cfg.size:g}" if cfg.size != 1 else ""))
+    try:
+        while int(state["step"]) < end:
+            step0 = int(state["step"])
+            n = min(cfg.steps_per_call, end - step0)
+            if ckpt is not None:
+                n = min(n, cfg.checkpoint_every - step0 % cfg.checkpoint_every)
+            chunk = []
+            for _ in range(n):
+                state, losses = run(state, data)
+                chunk.append(losses)
+            chunk = jax.device_get(chunk)
+            losses = {t: np.stack([c[t] for c in chunk]) for t in ens.layout.tasks}
+            for k, names in enumerate(ens.layout.members):
+                per_member = _member_losses(losses, ens.layout, k)
+                _check_member_finite(per_member, [ens.tasks[t] for t in names], step0)
+            history.append(losses)
+            bar.update(n)
+            step = int(state["step"])
+            if ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+                ckpt.save(jax.device_get(state) if mesh is not None else state)
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()
+    seconds = time.perf_counter() - start
+    params = jax.device_get(state["params"]) if mesh is not None else state["params"]
+    all_losses = {t: np.concatenate([h[t] for h in history]) if history else np.zeros((0, len(ens.layout.slots[t])))
+                  for t in ens.layout.tasks}
+    results = []
+    for k, names in enumerate(ens.layout.members):
+        graphdef, p = ens.member_params(params, k)
+        results.append(MemberResult(names, graphdef, p, _member_losses(all_losses, ens.layout, k),
+                                    seconds / len(members), resumed_from))
+    return results, ens, params
+
+
+def _member_losses(losses: Mapping[str, np.ndarray], layout: Layout, k: int) -> np.ndarray:
+    return np.stack([losses[t][:, layout.position(k, t)] for t in layout.members[k]], axis=1)
+
+
+def _check_member_finite(losses: np.ndarray, tasks: Sequence[Task], step0: int) -> None:
+    from mtl.train import TrainingDiverged
+
+    try:
+        _check_finite(losses, tasks, step0)
+    except TrainingDiverged as e:
+        raise TrainingDiverged(e.task, e.step, e.value, network="+".join(t.name for t in tasks)) from None
+
+
+def evaluate_ensemble(ens: Ensemble, params: Any, split: Mapping[str, jax.Array], *, strategy: str = "auto",
+                      batch_size: int = 64) -> list[dict[str, dict[str, float]]]:
+    """Per member, per task: loss (mean over images) and metrics, as `mtl.train.evaluate` gives them."""
+    strategy = resolve_strategy(strategy)
+    fn = make_ensemble_eval_fn(ens, strategy)
+    n = next(iter(split.values())).shape[0]
+    totals: dict[str, dict[str, np.ndarray]] = {}
+    for lo in range(0, n, batch_size):
+        out = jax.device_get(fn(params, {k: v[lo : lo + batch_size] for k, v in split.items()}))
+        for t, stats in out.items():
+            acc = totals.setdefault(t, {})
+            for k, v in stats.items():
+                acc[k] = acc.get(k, 0) + np.asarray(v, dtype=np.float64)
+    results = []
+    for k, names in enumerate(ens.layout.members):
+        member = {}
+        for t in names:
+            pos = ens.layout.position(k, t)
+            stats = {key: v[pos] for key, v in totals[t].items()}
+            member[t] = {"loss": float(stats.pop("loss_sum") / n), **ens.tasks[t].finalize(stats)}
+        results.append(member)
+    return results
+
+
+def train_ensemble_and_evaluate(
+    members: Sequence[Sequence[Task]],
+    splits: Mapping[str, Mapping[str, np.ndarray]],
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    strategy: str = "auto",
+    devices: int | Sequence | None = None,
+    max_members: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    on_member: Callable[[int, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """`mtl.train.train_and_evaluate` for many networks of one width, as ensembles.
+
+    The members are split into chunks that fit the device (`plan_chunks`);
+    each chunk trains as one ensemble (checkpointed under
+    ``checkpoint_dir/chunk-<i>``) and is evaluated on every split but
+    "train". `on_member(index, report)` is called as each member's report is
+    ready (the results store saves it then). Returns one report per member,
+    in order, shaped like train_and_evaluate's.
+    """
+    strategy = resolve_strategy(strategy)
+    members = [tuple(m) for m in members]
+    devs = ensemble_devices(devices)
+    cap = max_members
+    if strategy == "unroll" and devs[0].platform == "cpu":
+        cap = min(cap or CPU_MAX_MEMBERS, CPU_MAX_MEMBERS)
+    per_member = member_memory_bytes(members, cfg, splits["train"], strategy)
+    chunks = plan_chunks(len(members), per_member, free_memory_bytes(devs[0]), len(devs), cap)
+    reports: list[dict[str, Any]] = [None] * len(members)  # type: ignore[list-item]
+    for i, chunk in enumerate(chunks):
+        part = [members[j] for j in chunk]
+        union = tuple({t.name: t for m in part for t in m}.values())
+        ckpt = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), f"chunk-{i}")
+        desc = f"ensemble {i + 1}/{len(chunks)}: {len(part)} networks" + (f" @{cfg.size:g}" if cfg.size != 1 else "")
+        results, ens, params = train_ensemble(part, splits["train"], cfg, strategy=strategy, devices=devs,
+                                              checkpoint_dir=ckpt, progress=progress, desc=desc)
+        evals = {name: evaluate_ensemble(ens, params, to_device(split, union), strategy=strategy)
+                 for name, split in splits.items() if name != "train"}
+        for j, res in zip(chunk, results):
+            report = {
+                "probe": None,
+                "train_seconds": res.seconds,
+                "steps": cfg.steps,
+                "resumed_from": res.resumed_from,
+                "final_train_loss": dict(zip(res.tasks, map(float, mean_training_loss(res.losses)))),
+                **{name: ev[j - chunk.start] for name, ev in evals.items()},
+            }
+            reports[j] = report
+            if on_member is not None:
+                on_member(j, report)
+    return reports

@@ -1,0 +1,164 @@
+"""Ensembles: K networks in one program equal K networks trained one at a time."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from mtl.ensemble import (
+    EnsembleMemoryError,
+    Layout,
+    ensemble_devices,
+    evaluate_ensemble,
+    plan_chunks,
+    train_ensemble,
+    train_ensemble_and_evaluate,
+)
+from mtl.train import TrainConfig, TrainingDiverged, evaluate, to_device, train_network
+from tasks.registry import resolve_tasks
+from tasks.scenes import render_scenes
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = TrainConfig(steps=12, batch_size=4, steps_per_call=4)
+MEMBERS = [resolve_tasks(m) for m in ("seg", "depth,normals", "seg,depth", "seg,depth,normals")]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return render_scenes(seed=3, count=12, resolution=32)
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(tiny):
+    return [train_network(m, tiny, CFG, progress=False) for m in MEMBERS]
+
+
+def assert_trees_close(a, b, atol):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("strategy", ["unroll", "vmap"])
+def test_every_member_equals_its_network_trained_alone(tiny, one_at_a_time, strategy):
+    results, ens, params = train_ensemble(MEMBERS, tiny, CFG, strategy=strategy, progress=False)
+    split = to_device(tiny, resolve_tasks("seg,depth,normals"))
+    evals = evaluate_ensemble(ens, params, split, strategy=strategy, batch_size=5)
+    for members, alone, res, ev in zip(MEMBERS, one_at_a_time, results, evals, strict=True):
+        assert res.tasks == alone.tasks
+        # Same initialisation, same minibatches: float32 rounding is all that differs.
+        np.testing.assert_allclose(res.losses, alone.losses, rtol=1e-5, atol=1e-6)
+        assert_trees_close(res.params, alone.params, atol=2e-5)
+        expected = evaluate(alone.graphdef, alone.params, to_device(tiny, members), members, batch_size=5)
+        assert ev.keys() == expected.keys()
+        for task in expected:
+            for metric, value in expected[task].items():
+                assert ev[task][metric] == pytest.approx(value, rel=1e-4, abs=1e-5), (task, metric)
+
+
+def test_layout_pads_every_stack_to_the_device_count():
+    layout = Layout.build([("seg",), ("depth", "seg"), ("depth",)], pad_to=2)
+    assert layout.encoders == 4  # 3 members + 1 padding encoder
+    # seg: members 0 and 1 (already even); depth: members 1 and 2.
+    assert layout.slots == {"seg": (0, 1), "depth": (1, 2)}
+    assert layout.live == {"seg": (1.0, 1.0), "depth": (1.0, 1.0)}
+    layout = Layout.build([("seg",), ("depth", "seg"), ("depth",)], pad_to=4)
+    assert layout.slots["seg"] == (0, 1, 0, 0) and layout.live["seg"] == (1.0, 1.0, 0.0, 0.0)
+    assert layout.position(2, "depth") == 1
+
+
+def test_chunks_split_what_does_not_fit_and_refuse_what_never_can():
+    # 0.7 * 1000 // 100 = 7 members per device.
+    assert plan_chunks(7, 100, 1000) == [range(0, 7)]
+    assert plan_chunks(15, 100, 1000) == [range(0, 5), range(5, 10), range(10, 15)]  # 3 balanced chunks
+    assert plan_chunks(15, 100, 1000, n_devices=4) == [range(0, 15)]  # 28 fit on 4 devices
+    assert plan_chunks(10, 100, 1000, max_members=4) == [range(0, 4), range(4, 8), range(8, 10)]
+    with pytest.raises(EnsembleMemoryError, match="needs 1.00 GiB but the device has 0.50 GiB free"):
+        plan_chunks(3, 2**30, 2**29)
+    with pytest.raises(ValueError, match="max_members must be at least 1"):
+        plan_chunks(3, 1, 100, max_members=0)
+
+
+def test_chunked_training_equals_one_ensemble_and_reports_every_member(tiny, one_at_a_time):
+    splits = {"train": tiny, "validation": {k: v[:6] for k, v in tiny.items()}}
+    seen = []
+    reports = train_ensemble_and_evaluate(MEMBERS, splits, CFG, max_members=3, progress=False,
+                                          on_member=lambda i, r: seen.append(i))
+    assert sorted(seen) == [0, 1, 2, 3]  # chunks of 2 and 2
+    for members, alone, report in zip(MEMBERS, one_at_a_time, reports, strict=True):
+        expected = evaluate(alone.graphdef, alone.params, to_device(splits["validation"], members), members)
+        for task in expected:
+            assert report["validation"][task]["loss"] == pytest.approx(expected[task]["loss"], rel=1e-4)
+        assert report["steps"] == CFG.steps and set(report["final_train_loss"]) == {t.name for t in members}
+
+
+def test_a_killed_ensemble_resumes_to_the_same_result(tiny, tmp_path):
+    cfg = TrainConfig(steps=12, batch_size=4, steps_per_call=4, checkpoint_every=8)
+    whole, _, _ = train_ensemble(MEMBERS[:2], tiny, cfg, progress=False)
+    killed, _, _ = train_ensemble(MEMBERS[:2], tiny, cfg, checkpoint_dir=tmp_path, stop_after=10, progress=False)
+    assert killed[0].losses.shape[0] == 10
+    resumed, _, _ = train_ensemble(MEMBERS[:2], tiny, cfg, checkpoint_dir=tmp_path, progress=False)
+    for a, b in zip(resumed, whole):
+        assert a.resumed_from == 8
+        np.testing.assert_array_equal(a.losses, b.losses[8:])
+        assert_trees_close(a.params, b.params, atol=0)
+
+
+def test_a_diverging_member_is_named(tiny):
+    cfg = TrainConfig(steps=20, batch_size=4, learning_rate=1e30, warmup_fraction=0.0, steps_per_call=10)
+    with pytest.raises(TrainingDiverged, match=r"network seg: .*task 'seg' became (nan|inf)"):
+        train_ensemble(MEMBERS[:2], tiny, cfg, progress=False)
+
+
+def test_bad_requests_are_clear():
+    n = len(jax.local_devices())
+    with pytest.raises(ValueError, match=rf"{n + 1} devices asked for, but this process sees {n}"):
+        ensemble_devices(n + 1)
+    with pytest.raises(ValueError, match="strategy must be one of auto, vmap, unroll"):
+        train_ensemble(MEMBERS, {}, CFG, strategy="pmap")
+    with pytest.raises(ValueError, match="at least one member"):
+        train_ensemble([], {}, CFG)
+
+
+SHARDED = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    from mtl.ensemble import train_ensemble, ensemble_devices
+    from mtl.train import TrainConfig
+    from tasks.registry import resolve_tasks
+    from tasks.scenes import render_scenes
+
+    assert len(jax.devices()) == 4, jax.devices()
+    data = render_scenes(seed=3, count=12, resolution=32)
+    cfg = TrainConfig(steps=6, batch_size=4, steps_per_call=3)
+    members = [resolve_tasks(m) for m in ("seg", "depth,normals", "seg,depth", "seg,depth,normals", "normals")]
+    out = {}
+    for devices in (1, 4):
+        results, ens, params = train_ensemble(members, data, cfg, strategy="vmap", devices=devices, progress=False)
+        out[devices] = [r.losses.tolist() for r in results]
+        out[f"params{devices}"] = [np.concatenate([np.ravel(x) for x in jax.tree.leaves(r.params)]).tolist()
+                                   for r in results]
+    try:
+        ensemble_devices(8)
+    except ValueError as e:
+        out["error"] = str(e)
+    json.dump(out, sys.stdout)
+""")
+
+
+def test_sharded_over_four_host_devices_equals_one_device(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", SHARDED], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    for one, four in zip(out["1"], out["4"], strict=True):
+        np.testing.assert_allclose(four, one, rtol=1e-5, atol=1e-6)
+    for one, four in zip(out["params1"], out["params4"], strict=True):
+        np.testing.assert_allclose(four, one, rtol=0, atol=2e-5)
+    assert "8 devices asked for, but this process sees 4" in out["error"]
