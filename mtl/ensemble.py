@@ -185,17 +185,19 @@ class Ensemble:
     def forward(self, params: Any, x: jax.Array, strategy: str) -> dict[str, jax.Array]:
         """{task: (K_t, B, H, W, C)} predictions of every decoder stack on input x (B, H, W, 3)."""
         enc = lambda p, x: nnx.merge(self.encoder_def, p)(x)  # noqa: E731
+        preds = {}
         if strategy == "vmap":
             z = jax.vmap(enc, in_axes=(0, None))(params["encoder"], x)
-        else:
-            z = jnp.stack([enc(_take(params["encoder"], k), x) for k in range(self.layout.encoders)])
-        preds = {}
-        for t, slots in self.layout.slots.items():
-            dec = lambda p, z, t=t: nnx.merge(self.decoder_defs[t], p)(z)  # noqa: E731
-            if strategy == "vmap":
+            for t, slots in self.layout.slots.items():
+                dec = lambda p, z, t=t: nnx.merge(self.decoder_defs[t], p)(z)  # noqa: E731
                 preds[t] = jax.vmap(dec)(params["decoders"][t], z[jnp.asarray(slots)])
-            else:
-                preds[t] = jnp.stack([dec(_take(params["decoders"][t], j), z[k]) for j, k in enumerate(slots)])
+            return preds
+        # Unrolled: split each stack once (its gradient is one concatenation;
+        # indexing member by member would scatter K full-size gradients).
+        zs = [enc(p, x) for p in _unstack(params["encoder"], self.layout.encoders)]
+        for t, slots in self.layout.slots.items():
+            decs = _unstack(params["decoders"][t], len(slots))
+            preds[t] = jnp.stack([nnx.merge(self.decoder_defs[t], p)(zs[k]) for p, k in zip(decs, slots)])
         return preds
 
     def losses(self, params: Any, batch: Mapping[str, jax.Array], strategy: str) -> dict[str, jax.Array]:
@@ -206,6 +208,13 @@ class Ensemble:
 
 def _take(tree: Any, i: int) -> Any:
     return jax.tree.map(lambda a: a[i], tree)
+
+
+def _unstack(tree: Any, n: int) -> list[Any]:
+    """A stacked pytree as a list of its n members."""
+    leaves, treedef = jax.tree.flatten(tree)
+    parts = [jnp.split(a, n) for a in leaves]
+    return [jax.tree.unflatten(treedef, [p[k][0] for p in parts]) for k in range(n)]
 
 
 def make_ensemble_train_fn(ens: Ensemble, tx: optax.GradientTransformation, cfg: TrainConfig,
