@@ -270,22 +270,42 @@ def make_ensemble_eval_fn(ens: Ensemble, strategy: str) -> Callable:
 
 
 def ensemble_devices(devices: int | Sequence | None = None) -> list:
-    """The devices an ensemble is sharded over: all local ones by default, or the first n."""
-    local = jax.local_devices()
+    """The devices an ensemble is sharded over: all of them by default, or the first n.
+
+    Across several processes (after `jax.distributed.initialize()`), "all"
+    means every process's devices, and an ensemble always uses all of them."""
+    everything = jax.devices()
+    processes = jax.process_count()
     if devices is None:
-        return list(local)
+        return list(everything)
     if isinstance(devices, int):
         if devices < 1:
             raise ValueError(f"the number of devices must be at least 1, got {devices}")
-        if devices > len(local):
+        if devices > len(everything):
+            where = f" across {processes} processes" if processes > 1 else ""
             raise ValueError(
-                f"{devices} devices asked for, but this process sees {len(local)} "
-                f"({', '.join(sorted({d.platform for d in local}))}); use at most {len(local)}"
+                f"{devices} devices asked for, but there are {len(everything)}{where} "
+                f"({', '.join(sorted({d.platform for d in everything}))}); use at most {len(everything)}"
                 + (" (on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N host devices)"
-                   if local[0].platform == "cpu" else "")
+                   if everything[0].platform == "cpu" else "")
             )
-        return list(local[:devices])
+        if processes > 1 and devices != len(everything):
+            raise ValueError(f"with {processes} processes an ensemble shards over all {len(everything)} devices; "
+                             f"got devices={devices} (leave it unset)")
+        return list(everything[:devices])
     return list(devices)
+
+
+def fetch(tree: Any) -> Any:
+    """Device arrays -> numpy on this host, gathering the shards of other processes if there are any."""
+    from jax.experimental import multihost_utils
+
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:  # sharded over processes
+            return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+        return jax.device_get(a)
+
+    return jax.tree.map(one, tree)
 
 
 def free_memory_bytes(device) -> int:
@@ -407,11 +427,6 @@ def train_ensemble(
     ens = Ensemble.create(members, cfg, pad_to=len(devs))
     tx = make_optimizer(cfg)
     state = {"params": ens.params, "opt_state": tx.init(ens.params), "step": jnp.asarray(0, jnp.int32)}
-    ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
-    resumed_from = None
-    if ckpt is not None and ckpt.latest_step() is not None:
-        state = ckpt.restore(state)
-        resumed_from = int(state["step"])
     mesh = None
     if len(devs) > 1:
         from jax.sharding import Mesh
@@ -419,6 +434,11 @@ def train_ensemble(
         mesh = Mesh(np.asarray(devs), ("members",))
         state = _shard(state, mesh)
         data = jax.device_put(data, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
+    resumed_from = None
+    if ckpt is not None and ckpt.latest_step() is not None:
+        state = ckpt.restore(state)  # onto the same shardings
+        resumed_from = int(state["step"])
     run = make_ensemble_train_fn(ens, tx, cfg, strategy)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     history: list[dict[str, np.ndarray]] = []
@@ -435,7 +455,7 @@ def train_ensemble(
             for _ in range(n):
                 state, losses = run(state, data)
                 chunk.append(losses)
-            chunk = jax.device_get(chunk)
+            chunk = fetch(chunk)
             losses = {t: np.stack([c[t] for c in chunk]) for t in ens.layout.tasks}
             for k, names in enumerate(ens.layout.members):
                 per_member = _member_losses(losses, ens.layout, k)
@@ -444,13 +464,13 @@ def train_ensemble(
             bar.update(n)
             step = int(state["step"])
             if ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-                ckpt.save(jax.device_get(state) if mesh is not None else state)
+                ckpt.save(state)  # orbax writes each process's shards
     finally:
         bar.close()
         if ckpt is not None:
             ckpt.close()
     seconds = time.perf_counter() - start
-    params = jax.device_get(state["params"]) if mesh is not None else state["params"]
+    params = fetch(state["params"]) if mesh is not None else state["params"]
     all_losses = {t: np.concatenate([h[t] for h in history]) if history else np.zeros((0, len(ens.layout.slots[t])))
                   for t in ens.layout.tasks}
     results = []
@@ -482,7 +502,7 @@ def evaluate_ensemble(ens: Ensemble, params: Any, split: Mapping[str, jax.Array]
     n = next(iter(split.values())).shape[0]
     totals: dict[str, dict[str, np.ndarray]] = {}
     for lo in range(0, n, batch_size):
-        out = jax.device_get(fn(params, {k: v[lo : lo + batch_size] for k, v in split.items()}))
+        out = fetch(fn(params, {k: v[lo : lo + batch_size] for k, v in split.items()}))
         for t, stats in out.items():
             acc = totals.setdefault(t, {})
             for k, v in stats.items():

@@ -222,7 +222,9 @@ class Checkpoints:
         self.manager.wait_until_finished()
 
     def restore(self, like: dict) -> dict:
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), like)
+        # Keep the shardings of `like` (an ensemble sharded over devices restores onto them).
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+                                like)
         return self.manager.restore(self.manager.latest_step(), args=self._ocp.args.StandardRestore(abstract))
 
     def close(self) -> None:
