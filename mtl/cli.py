@@ -17,9 +17,36 @@ from typing import Callable, Sequence
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, FloatingPointError)
 
 
+def init_distributed() -> None:
+    """With MTL_DISTRIBUTED=1, joins a multi-process JAX run, so ensembles shard over
+    every process's devices (mtl.ensemble).
+
+    `jax.distributed.initialize()` finds its settings on SLURM, Open MPI and the
+    other clusters JAX detects; by hand, set JAX_COORDINATOR_ADDRESS (host:port
+    of process 0) and MTL_NUM_PROCESSES, MTL_PROCESS_ID. CPU processes talk
+    through gloo."""
+    import os
+
+    if os.environ.get("MTL_DISTRIBUTED", "") in ("", "0"):
+        return
+    import jax
+
+    kwargs = {}
+    for key, env in (("num_processes", "MTL_NUM_PROCESSES"), ("process_id", "MTL_PROCESS_ID")):
+        if os.environ.get(env):
+            try:
+                kwargs[key] = int(os.environ[env])
+            except ValueError:
+                raise ValueError(f"{env} must be an integer, got {os.environ[env]!r}") from None
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)
+
+
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
-    """Calls main(argv); a user error becomes a one-line message and exit 2."""
+    """Calls main(argv); a user error becomes a one-line message and exit 2.
+    MTL_DISTRIBUTED=1 first joins a multi-process run (`init_distributed`)."""
     try:
+        init_distributed()
         code = main(argv)
     except KeyboardInterrupt:
         print("interrupted; finished work is kept (rerun the same command to resume)", file=sys.stderr)

@@ -167,8 +167,8 @@ def test_sharded_over_four_host_devices_equals_one_device(tmp_path):
 MULTIPROCESS = textwrap.dedent("""
     import json, sys
     import jax
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+    from mtl.cli import init_distributed
+    init_distributed()  # as the scripts do, from MTL_DISTRIBUTED, JAX_COORDINATOR_ADDRESS, MTL_NUM_PROCESSES/_ID
     import numpy as np
     from mtl.ensemble import train_ensemble
     from mtl.train import TrainConfig
@@ -201,8 +201,10 @@ def test_two_processes_share_one_sharded_ensemble_and_resume(tmp_path):
     for i in range(2):
         with open(tmp_path / f"log{i}.txt", "w") as log:
             procs.append(subprocess.Popen(
-                [sys.executable, "-c", MULTIPROCESS, f"localhost:{port}", str(i), str(tmp_path / "ckpt"),
-                 str(tmp_path / f"out{i}.json")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+                [sys.executable, "-c", MULTIPROCESS, "", "", str(tmp_path / "ckpt"), str(tmp_path / f"out{i}.json")],
+                cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                env={**env, "MTL_DISTRIBUTED": "1", "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                     "MTL_NUM_PROCESSES": "2", "MTL_PROCESS_ID": str(i)}))
     outputs = []
     for i, proc in enumerate(procs):
         try:
