@@ -54,6 +54,7 @@ __all__ = [
     "read_loss_csv",
     "read_loss_table",
     "read_standley_table",
+    "write_standley_table",
 ]
 
 #: Column names of Standley's five-task tables (task set 1).
@@ -163,6 +164,35 @@ def read_standley_table(path: str | Path, tasks: Sequence[str] | None = None, *,
                              "allow_missing=True, or --allow-missing, reads it without)")
         missing += skipped
     return LossTable(tasks, tuple(networks), str(path), tuple(missing))
+
+
+def write_standley_table(path: str | Path, tasks: Sequence[str], losses: dict[str, dict[str, float]]) -> Path:
+    """Write a Standley text table (the format `read_standley_table` reads).
+
+    ``losses``: network label (``network_label``; ``half:t`` for half-size
+    singles) -> {task: loss}; ``tasks`` are the columns. Every half-size single
+    and every full-size subset must be present. Values keep 17 significant
+    digits, so the table reads back exactly.
+    """
+    tasks = tuple(tasks)
+    rows = [[network_label((t,), half=True) for t in tasks]] + [[network_label(s)] for s in subsets_by_size(tasks)]
+    lines = []
+    for i, row in enumerate(rows):
+        cells = []
+        for t in tasks:
+            label = row[tasks.index(t)] if i == 0 else row[0]
+            net_tasks = (t,) if i == 0 else parse_network_label(label)[0]
+            if t not in net_tasks:
+                cells.append("")
+                continue
+            if label not in losses or t not in losses[label]:
+                raise ValueError(f"no {t} loss for network {label!r}: a Standley table needs every candidate network")
+            cells.append(repr(float(losses[label][t])))
+        lines.append("\t".join(cells))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def parse_network_label(label: str) -> tuple[tuple[str, ...], bool]:

@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""Ground truth: train every candidate network, then score every estimator's choice.
+
+    python scripts/ground_truth.py                      # train (resumable), write tables, evaluate
+    python scripts/ground_truth.py --evaluate-only      # re-evaluate the committed record, no training
+
+For the tasks seg, depth, normals, keypoints, edges (Standley's columns s, d,
+n, k, t) and each seed, trains the 31 full-size subset networks and the 5
+half-size singles with the full schedule (as ensembles), the same networks
+with the ESA schedule, and the tag/cs affinity run, all through the results
+store in --run-dir (kill it and rerun: finished networks are kept). Writes to
+--out (default benchmarks/results/ground_truth/):
+
+  seed<s>/results.txt, results_test.txt, results_20.txt   Standley-format tables
+  mean/results*.txt                                       the same, mean over seeds
+  ground_truth.json      every network's losses, the affinity matrices, settings
+  evaluation.json/.md    test totals, regrets, seeds (grouping/groundtruth.py)
+  curve.png              total test loss against budget, like Standley's figure
+
+The tables run directly through `python scripts/select_networks.py --table
+.../seed0/results.txt --test-table .../seed0/results_test.txt`. Estimator costs
+(in all-task training runs) are read from benchmarks/results/estimation_cost.json
+when it exists (`python benchmarks/estimation_cost.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mtl import cli  # noqa: E402
+
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "ground_truth"
+LETTERS = ("s", "d", "n", "k", "t")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from grouping.groundtruth import TASKS
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", default=",".join(TASKS), help="the tasks (default: Standley's task set 1, in his column order)")
+    p.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--steps", type=int, default=600, help="steps of the full schedule")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--counts", default="4000,500,500", help="train,validation,test scenes")
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--esa-fraction", type=float, default=0.2)
+    p.add_argument("--every", type=int, default=10, help="tag/cs: measure affinity every N steps")
+    p.add_argument("--budgets", default="1:5:0.5")
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--run-dir", default=str(ROOT / "runs" / "ground_truth"), help="results store and checkpoints")
+    p.add_argument("--devices", type=int, default=None, help="ensembles: devices to shard over")
+    p.add_argument("--evaluate-only", action="store_true", help="evaluate --out/ground_truth.json; train nothing")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def device_info() -> dict:
+    import jax
+
+    d = jax.devices()[0]
+    return {"platform": d.platform, "kind": d.device_kind, "count": len(jax.devices()), "cpus": os.cpu_count(),
+            "machine": platform.machine()}
+
+
+def train(args, names, seeds, out: Path) -> dict:
+    import dataclasses
+
+    from grouping import estimators as E
+    from grouping.groundtruth import collect
+    from grouping.store import ResultsStore, code_version
+    from mtl.train import TrainConfig
+    from tasks.registry import resolve_tasks
+
+    tasks = resolve_tasks(names)
+    data = E.DataSpec("scenes", args.resolution, args.data_seed, cli.parse_counts(args.counts))
+    data_settings = data.check(tasks)
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = out / "ground_truth.json"
+    cfg0 = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr)
+    gt = {
+        "tasks": list(names), "letters": list(LETTERS[: len(names)]) if len(names) == 5 else list(names),
+        "settings": {"train": E.train_settings(cfg0), "data": data_settings, "esa_fraction": args.esa_fraction,
+                     "every": args.every, "code_version": code_version(), "device": device_info(),
+                     "command": " ".join(map(shlex.quote, ["scripts/ground_truth.py", *sys.argv[1:]]))},
+        "runs": {},
+    }
+    started = time.perf_counter()
+    with ResultsStore(run_dir / "store.sqlite") as store:
+        for seed in seeds:
+            cfg = dataclasses.replace(cfg0, seed=seed)
+            runner = E.Runner(tasks, data, cfg, run_dir, store, progress=not args.quiet,
+                              data_settings=data_settings, devices=args.devices)
+            t0 = time.perf_counter()
+            record = collect(runner, esa_fraction=args.esa_fraction, every=args.every)
+            record["wall_seconds"] = time.perf_counter() - t0
+            record["data_seconds"] = runner.data_seconds
+            gt["runs"][str(seed)] = record
+            print(f"seed {seed}: {record['wall_seconds']:.0f} s "
+                  f"({', '.join(f'{m} {s:.0f} s' for m, s in record['seconds'].items())})", flush=True)
+    gt["settings"]["wall_seconds"] = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(gt, indent=1) + "\n")
+    return gt
+
+
+def write_tables(gt: dict, out: Path) -> None:
+    import numpy as np
+
+    from grouping.tables import write_standley_table
+
+    names, letters = gt["tasks"], gt["letters"]
+    to_letter = dict(zip(names, letters))
+
+    def columns(rows: dict) -> dict:  # network labels and tasks in the tables' column names
+        return {_relabel(label, to_letter): {to_letter[t]: v for t, v in row.items()} for label, row in rows.items()}
+
+    files = {"results.txt": "validation", "results_test.txt": "test", "results_20.txt": "early_validation"}
+    runs = list(gt["runs"].values())
+    for seed, record in gt["runs"].items():
+        for fname, key in files.items():
+            write_standley_table(out / f"seed{seed}" / fname, letters, columns(record[key]))
+    for fname, key in files.items():
+        mean = {label: {t: float(np.mean([r[key][label][t] for r in runs])) for t in row}
+                for label, row in runs[0][key].items()}
+        write_standley_table(out / "mean" / fname, letters, columns(mean))
+
+
+def _relabel(label: str, mapping: dict) -> str:
+    from grouping.selection import network_label
+    from grouping.tables import parse_network_label
+
+    tasks, half = parse_network_label(label)
+    return network_label(tuple(mapping[t] for t in tasks), half)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from grouping import groundtruth as G
+    from grouping.tables import parse_budgets
+    from tasks.registry import resolve_tasks
+
+    names = tuple(t.name for t in resolve_tasks(args.tasks, min_tasks=2))
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds must be integers separated by commas, got {args.seeds!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds needs distinct seeds, got {args.seeds!r}")
+    budgets = parse_budgets(args.budgets)
+    out = Path(args.out)
+    if args.evaluate_only:
+        path = out / "ground_truth.json"
+        if not path.is_file():
+            raise ValueError(f"{path} does not exist: run without --evaluate-only first")
+        gt = json.loads(path.read_text())
+    else:
+        gt = train(args, names, seeds, out)
+    write_tables(gt, out)
+    costs = None
+    cost_file = ROOT / "benchmarks" / "results" / "estimation_cost.json"
+    if cost_file.is_file():
+        costs = json.loads(cost_file.read_text()).get("units")
+    ev = G.evaluate(gt, budgets, costs)
+    (out / "evaluation.json").write_text(json.dumps(ev, indent=1) + "\n")
+    md = G.markdown(ev)
+    (out / "evaluation.md").write_text(md)
+    G.plot(ev, out / "curve.png")
+    print(md)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,165 @@
+"""The ground-truth evaluation against brute force, its tables, and one stored network re-trained."""
+
+import itertools
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grouping import groundtruth as G
+from grouping.selection import network_label, subsets_by_size
+from grouping.tables import read_standley_table, write_standley_table
+
+NAMES = ("a", "b", "c")
+BUDGETS = (1.0, 1.5, 2.0, 2.5, 3.0)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def random_record(seed):
+    rng = random.Random(seed)
+    labels = [network_label((t,), True) for t in NAMES] + [network_label(s) for s in subsets_by_size(NAMES)]
+    tasks_of = {network_label((t,), True): (t,) for t in NAMES} | {network_label(s): s for s in subsets_by_size(NAMES)}
+    rec = {key: {lbl: {t: rng.uniform(0.1, 1.0) for t in tasks_of[lbl]} for lbl in labels}
+           for key in ("validation", "test", "early_validation")}
+    rec["tag"] = [[0.0 if i == j else rng.uniform(-1, 1) for j in range(3)] for i in range(3)]
+    rec["cs"] = [[0.0 if i == j else rng.uniform(-1, 1) for j in range(3)] for i in range(3)]
+    return rec, tasks_of
+
+
+def brute_force(losses, test, tasks_of, budget):
+    """Cheapest-valued cover by validation, scored on test: every subset of the 10 candidates."""
+    labels = list(losses)
+    cost = {lbl: 0.5 if lbl.startswith("half:") else 1.0 for lbl in labels}
+    best = None
+    for r in range(1, len(labels) + 1):
+        for chosen in itertools.combinations(labels, r):
+            if sum(cost[c] for c in chosen) > budget + 1e-9:
+                continue
+            if not all(any(t in tasks_of[c] for c in chosen) for t in NAMES):
+                continue
+            value = sum(min(losses[c][t] for c in chosen if t in tasks_of[c]) for t in NAMES)
+            if best is None or value < best[0] - 1e-12:
+                best = (value, chosen)
+    value, chosen = best
+    return sum(min(test[c][t] for c in chosen if t in tasks_of[c]) for t in NAMES)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_optimal_and_esa_equal_brute_force_and_baselines_are_hand_checked(seed):
+    rec, tasks_of = random_record(seed)
+    ev = G.evaluate_seed(rec, NAMES, BUDGETS)
+    for i, b in enumerate(BUDGETS):
+        assert ev["totals"]["optimal"][i] == pytest.approx(brute_force(rec["validation"], rec["test"], tasks_of, b))
+        assert ev["totals"]["esa"][i] == pytest.approx(brute_force(rec["early_validation"], rec["test"], tasks_of, b))
+    test = rec["test"]
+    abc = sum(test["a+b+c"].values())
+    assert ev["totals"]["all_in_one"] == [pytest.approx(abc)] * len(BUDGETS)
+    # Independent: half singles from 1.5 (= 3 x 0.5), full singles from 3.
+    half = sum(test[f"half:{t}"][t] for t in NAMES)
+    full = sum(test[t][t] for t in NAMES)
+    assert ev["totals"]["independent"] == [None, pytest.approx(half), pytest.approx(half), pytest.approx(half),
+                                           pytest.approx(full)]
+    # Random groupings into <= 2 blocks: abc, a|bc, b|ac, c|ab.
+    two = [abc,
+           test["a"]["a"] + test["b+c"]["b"] + test["b+c"]["c"],
+           test["b"]["b"] + test["a+c"]["a"] + test["a+c"]["c"],
+           test["c"]["c"] + test["a+b"]["a"] + test["a+b"]["b"]]
+    i2 = BUDGETS.index(2.0)
+    assert ev["totals"]["random_mean"][i2] == pytest.approx(sum(two) / 4)
+    assert ev["totals"]["random_worst"][i2] == pytest.approx(max(two))
+    assert ev["totals"]["random_mean"][0] == pytest.approx(abc)  # one block only
+    for m in G.METHODS:
+        for i in range(len(BUDGETS)):
+            expected = 100 * (ev["totals"][m][i] / ev["totals"]["optimal"][i] - 1)
+            assert ev["regret_percent"][m][i] == pytest.approx(expected)
+
+
+def test_tag_choice_follows_the_affinities():
+    rec, _ = random_record(0)
+    # Z[source][target]: a and b help each other (0.9), b helps c (0.6), a hurts c.
+    # Two groups: {a,b} + {b,c} scores (0.9 + 0.9 + 0.6) / 3; {a,b} + {a,c} gives c -0.5;
+    # {a,b,c} gives a (0.9 - 0.5) / 2. TAG discourages singletons, so {c} alone loses too.
+    rec["tag"] = [[0, 0.9, -0.5], [0.9, 0, 0.6], [-0.5, 0.1, 0]]
+    chosen = G.choices(rec, NAMES, (2.0,))["tag"][0]
+    assert sorted(chosen) == ["a+b", "b+c"]
+
+
+def test_seeds_are_aggregated_and_noise_is_flagged():
+    runs = {}
+    for s in range(3):
+        rec, _ = random_record(100 + s)
+        runs[str(s)] = rec
+    gt = {"tasks": list(NAMES), "runs": runs}
+    ev = G.evaluate(gt, BUDGETS, {"tag": 1.1})
+    per = [G.evaluate_seed(runs[str(s)], NAMES, BUDGETS) for s in range(3)]
+    for i in range(len(BUDGETS)):
+        values = [p["totals"]["hoa"][i] for p in per]
+        assert ev["test_total"]["hoa"][i]["mean"] == pytest.approx(np.mean(values))
+        assert ev["test_total"]["hoa"][i]["std"] == pytest.approx(np.std(values, ddof=1))
+    avg = ev["average_regret_percent"]["tag"]
+    per_seed = [np.mean(p["regret_percent"]["tag"]) for p in per]
+    assert avg["mean"] == pytest.approx(np.mean(per_seed))
+    assert avg["within_seed_noise"] == (abs(np.mean(per_seed)) <= np.std(per_seed, ddof=1))
+    assert ev["cost_all_task_runs"] == {"tag": 1.1}
+    text = G.markdown(ev)
+    assert "| TAG |" in text and "Targets:" in text
+
+
+def test_standley_tables_round_trip(tmp_path):
+    rec, _ = random_record(3)
+    path = write_standley_table(tmp_path / "t.txt", NAMES, rec["test"])
+    table = read_standley_table(path, NAMES)
+    assert {nw.label: dict(nw.losses) for nw in table.networks} == rec["test"]
+    del rec["test"]["a+c"]
+    with pytest.raises(ValueError, match="no a loss for network 'a\\+c'"):
+        write_standley_table(tmp_path / "u.txt", NAMES, rec["test"])
+
+
+def test_a_committed_network_retrains_to_its_stored_losses(tmp_path, monkeypatch):
+    """Re-train the cheapest stored network (seed 0, half-size seg) from the recorded settings."""
+    path = REPO / "benchmarks" / "results" / "ground_truth" / "ground_truth.json"
+    if not path.is_file():
+        pytest.skip("no committed ground truth yet (python scripts/ground_truth.py)")
+    import dataclasses
+
+    from grouping import estimators as E
+    from mtl.train import TrainConfig, train_and_evaluate
+    from tasks.registry import resolve_tasks
+
+    gt = json.loads(path.read_text())
+    settings = gt["settings"]
+    train = dict(settings["train"])
+    cfg = dataclasses.replace(TrainConfig(**train), size=0.5, seed=0)
+    data = settings["data"]
+    assert data["renderer"] == __import__("tasks.datasets", fromlist=["x"]).renderer_fingerprint(), \
+        "the renderer changed since the ground truth was recorded: rerun scripts/ground_truth.py"
+    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
+    spec = E.DataSpec("scenes", data["resolution"], data["seed"], tuple(data["counts"]))
+    tasks = resolve_tasks(gt["tasks"][0])
+    report = train_and_evaluate(tasks, spec.load(tasks), cfg, progress=False)
+    stored = gt["runs"]["0"]
+    name = gt["tasks"][0]
+    for split in ("validation", "test"):
+        # CPU float nondeterminism (ensemble vs alone, thread scheduling) stays far below 2%.
+        assert report[split][name]["loss"] == pytest.approx(stored[split][f"half:{name}"][name], rel=0.02)
+
+
+def test_select_networks_runs_on_the_committed_tables_and_agrees_with_the_evaluation():
+    out = REPO / "benchmarks" / "results" / "ground_truth"
+    if not (out / "evaluation.json").is_file():
+        pytest.skip("no committed ground truth yet (python scripts/ground_truth.py)")
+    import subprocess
+    import sys
+
+    ev = json.loads((out / "evaluation.json").read_text())
+    for seed in map(str, ev["seeds"]):
+        for method, key in (("optimal", "optimal"), ("hoa", "hoa")):
+            proc = subprocess.run(
+                [sys.executable, str(REPO / "scripts" / "select_networks.py"), "--table", str(out / f"seed{seed}" / "results.txt"),
+                 "--test-table", str(out / f"seed{seed}" / "results_test.txt"), "--budgets", "1:5:0.5",
+                 "--method", method, "--json"], capture_output=True, text=True, check=True)
+            totals = [r["test_total"] for r in json.loads(proc.stdout)["results"]]
+            assert totals == pytest.approx(ev["per_seed"][seed]["totals"][key], rel=1e-4), (seed, method)
