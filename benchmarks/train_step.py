@@ -18,6 +18,13 @@ Throughputs are best-of-rounds and `speedup_vs_pytorch` is their ratio
 `speedup_vs_pytorch=<JAX/PyTorch>`; writes
 benchmarks/results/train_step_<platform>.json (with every round's times and
 the load average, since the ratio depends on how busy the machine was).
+
+Ensembles (`--ensemble K`, default 4; 0 skips): K copies of the network per
+step, one minibatch for all, as our ensemble (mtl.ensemble: members unrolled
+on a CPU, vmapped on a GPU) against K PyTorch models trained one after another
+in a Python loop and, if torch.func can vmap the model, as one torch.func
+ensemble (stack_module_state + vmap(grad)). Prints
+`ensemble_speedup_vs_pytorch=<ours / PyTorch's faster form>` before the last line.
 """
 
 from __future__ import annotations
@@ -103,7 +110,8 @@ def jax_step_fn(data: dict[str, np.ndarray], batch: int, steps: int):
     return step
 
 
-def torch_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, channels_last: bool):
+def torch_parts(data: dict[str, np.ndarray], batch: int, steps: int, channels_last: bool):
+    """(Net class, batch sampler, loss function, LR lambda) of the PyTorch twin of our network."""
     import torch
     from torch import nn
     import torch.nn.functional as F
@@ -139,11 +147,8 @@ def torch_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, channels_
             z = F.leaky_relu(self.bottleneck(x), NEGATIVE_SLOPE)
             return {k: h(z) for k, h in self.heads.items()}
 
-    torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    net = Net().to(memory_format=fmt)
     warmup = max(1, int(cfg.warmup_fraction * cfg.steps))
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
     def lr_lambda(s):
         if s < warmup:
@@ -151,36 +156,110 @@ def torch_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, channels_
         p = min(1.0, (s - warmup) / max(1, cfg.steps - warmup))
         return 0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * p))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
     t = {k: torch.from_numpy(v.astype(np.int32) if v.dtype == np.uint16 else v) for k, v in data.items()}
     n = len(data["rgb"])
 
-    def masked_l1(pred, target, mask):
-        err = (pred - target).abs().mean(1)
-        m = mask.float()
-        return (err * m).sum() / m.sum().clamp(min=1)
-
-    def step():
+    def sample():
         idx = torch.randint(0, n, (batch,))
         rgb = t["rgb"][idx].permute(0, 3, 1, 2).float().div(127.5).sub(1).contiguous(memory_format=fmt)
         depth_raw = t["depth_zbuffer"][idx]
-        mask = depth_raw != 65535
-        depth = (depth_raw.float().sub(1500).div(1000)).unsqueeze(1)
-        normal = t["normal"][idx].permute(0, 3, 1, 2).float().div(127.5).sub(1)
-        seg = t["segment_semantic"][idx].long()
-        edges = t["edge_texture"][idx].float().div(65535).unsqueeze(1)
-        out = net(rgb)
-        loss = (
-            F.cross_entropy(out["seg"], seg, ignore_index=0)
-            + masked_l1(out["depth"], depth, mask)
-            + masked_l1(out["normals"], normal, mask)
-            + (out["edges"] - edges).abs().mean()
+        return rgb, {
+            "mask": (depth_raw != 65535).float(),
+            "depth": (depth_raw.float().sub(1500).div(1000)).unsqueeze(1),
+            "normal": t["normal"][idx].permute(0, 3, 1, 2).float().div(127.5).sub(1),
+            "seg": t["segment_semantic"][idx].long(),
+            "edges": t["edge_texture"][idx].float().div(65535).unsqueeze(1),
+        }
+
+    def masked_l1(pred, target, m):
+        err = (pred - target).abs().mean(1)
+        return (err * m).sum() / m.sum().clamp(min=1)
+
+    def loss_fn(out, y):
+        return (
+            F.cross_entropy(out["seg"], y["seg"], ignore_index=0)
+            + masked_l1(out["depth"], y["depth"], y["mask"])
+            + masked_l1(out["normals"], y["normal"], y["mask"])
+            + (out["edges"] - y["edges"]).abs().mean()
         )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+
+    return Net, fmt, sample, loss_fn, lr_lambda, cfg
+
+
+def torch_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, channels_last: bool, models: int = 1):
+    """One training step of `models` PyTorch networks, one after another in a Python loop."""
+    import torch
+
+    Net, fmt, sample, loss_fn, lr_lambda, cfg = torch_parts(data, batch, steps, channels_last)
+    torch.manual_seed(0)
+    nets, opts, scheds = [], [], []
+    for _ in range(models):
+        net = Net().to(memory_format=fmt)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        nets.append(net), opts.append(opt), scheds.append(torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda))
+
+    def step():
+        rgb, y = sample()  # one minibatch for all, as our ensemble draws
+        for net, opt, sched in zip(nets, opts, scheds):
+            loss = loss_fn(net(rgb), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        return loss.detach()
+
+    return step
+
+
+def torch_vmap_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, channels_last: bool, models: int):
+    """`models` PyTorch networks as one torch.func ensemble: stacked parameters, vmapped gradients."""
+    import copy
+
+    import torch
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    Net, fmt, sample, loss_fn, lr_lambda, cfg = torch_parts(data, batch, steps, channels_last)
+    torch.manual_seed(0)
+    nets = [Net().to(memory_format=fmt) for _ in range(models)]
+    params, buffers = stack_module_state(nets)
+    base = copy.deepcopy(nets[0]).to("meta")
+    leaves = [p.detach().requires_grad_() for p in params.values()]
+    params = dict(zip(params, leaves))
+    opt = torch.optim.AdamW(leaves, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+
+    def one(p, b, rgb, y):
+        return loss_fn(functional_call(base, (p, b), (rgb,)), y)
+
+    grads_of = vmap(grad(one), in_dims=(0, 0, None, None))
+
+    def step():
+        rgb, y = sample()
+        grads = grads_of(params, buffers, rgb, y)
+        for name, leaf in params.items():
+            leaf.grad = grads[name]
         opt.step()
         sched.step()
-        return loss.detach()
+        return leaves[0].detach().sum()
+
+    return step
+
+
+def jax_ensemble_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, models: int):
+    """`models` copies of the standard network as one of our ensembles (mtl.ensemble)."""
+    from mtl.ensemble import Ensemble, make_ensemble_train_fn, resolve_strategy
+
+    tasks = resolve_tasks(TASKS)
+    cfg = TrainConfig(batch_size=batch, steps=steps)
+    ens = Ensemble.create([tasks] * models, cfg)
+    tx = make_optimizer(cfg)
+    run = make_ensemble_train_fn(ens, tx, cfg, resolve_strategy("auto"))
+    device_data = to_device(data, tasks)
+    holder = {"state": {"params": ens.params, "opt_state": tx.init(ens.params), "step": jnp.asarray(0, jnp.int32)}}
+
+    def step():
+        holder["state"], losses = run(holder["state"], device_data)
+        return losses["seg"]
 
     return step
 
@@ -213,12 +292,41 @@ def machine() -> dict:
     return info
 
 
+def ensemble_comparison(data, args, channels_last: bool) -> dict:
+    """K networks per step: our ensemble vs PyTorch (a Python loop; torch.func vmap if it runs)."""
+    k = args.ensemble
+    total_steps = (args.steps * args.repeats + 1) * 3
+    steps = {"jax_ensemble": jax_ensemble_step_fn(data, args.batch, total_steps, k),
+             "torch_loop": torch_step_fn(data, args.batch, total_steps, channels_last, models=k)}
+    vmap_error = None
+    try:
+        candidate = torch_vmap_step_fn(data, args.batch, total_steps, channels_last, k)
+        candidate()
+        steps["torch_vmap"] = candidate
+    except Exception as e:  # torch.func cannot vmap every op; report instead of failing
+        vmap_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        print(f"torch.func vmap ensemble did not run: {vmap_error}")
+    times = time_interleaved(steps, max(1, args.steps // 2), args.repeats)
+    out = {"models": k, "torch_layout": "channels_last" if channels_last else "channels_first",
+           "seconds_per_step": times, "torch_vmap_error": vmap_error}
+    for name, ts in times.items():
+        out[f"{name}_images_per_s"] = k * args.batch / min(ts)
+        print(f"{name:<13}: {min(ts) * 1e3:7.1f} ms per step of {k} networks  {k * args.batch / min(ts):8.1f} images/s")
+    best_torch = min((n for n in times if n.startswith("torch")), key=lambda n: min(times[n]))
+    out["torch_best"] = best_torch
+    out["speedup_vs_pytorch"] = min(times[best_torch]) / min(times["jax_ensemble"])
+    print(f"ensemble_speedup_vs_pytorch={out['speedup_vs_pytorch']:.3f} ({k} networks, vs PyTorch {best_torch})")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--steps", type=int, default=10, help="timed steps per framework per round")
     p.add_argument("--repeats", type=int, default=7, help="interleaved rounds (JAX, PyTorch NCHW, PyTorch NHWC)")
+    p.add_argument("--ensemble", type=int, default=4,
+                   help="also K networks at once: our ensemble against K PyTorch models in a loop and torch.func vmap (0: skip)")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/train_step_<backend>.json)")
     args = p.parse_args()
 
@@ -266,6 +374,9 @@ def main() -> None:
         print(f"warning: the machine was loaded by other jobs (load average {results['load_average_before']:.1f} "
               f"-> {results['load_average_after']:.1f} on {os.cpu_count()} cores); PyTorch's OpenMP threads slow "
               "down far more than XLA's under contention, so the ratio overstates JAX unless some rounds were quiet", file=sys.stderr)
+
+    if args.ensemble > 1:
+        results["ensemble"] = ensemble_comparison(data, args, results["torch_layout"] == "channels_last")
 
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"train_step_{jax.default_backend()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
