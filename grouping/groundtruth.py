@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from grouping.estimators import partitions
 from grouping.selection import (
     Network,
     hoa_candidates,
@@ -103,12 +104,6 @@ def test_total(labels: Sequence[str], test: Mapping[str, Mapping[str, float]], n
             raise ValueError(f"no chosen network does task {t!r}: {labels}")
         total.append(min(values))
     return math.fsum(total)
-
-
-def partitions(items: Sequence[str], max_blocks: int) -> list[tuple[tuple[str, ...], ...]]:
-    from grouping.estimators import partitions as _partitions
-
-    return _partitions(items, max_blocks)
 
 
 def choices(record: Mapping[str, Any], names: Sequence[str], budgets: Sequence[float]) -> dict[str, list[list[str]]]:

@@ -206,10 +206,6 @@ class Ensemble:
         return {t: jax.vmap(lambda p, t=t: self.tasks[t].compute_loss(p, batch))(preds[t]) for t in preds}
 
 
-def _take(tree: Any, i: int) -> Any:
-    return jax.tree.map(lambda a: a[i], tree)
-
-
 def _unstack(tree: Any, n: int) -> list[Any]:
     """A stacked pytree as a list of its n members."""
     leaves, treedef = jax.tree.flatten(tree)
