@@ -92,9 +92,9 @@ def main(argv=None) -> None:
     seconds, trained = {}, {}
     for method in methods:
         with tempfile.TemporaryDirectory() as tmp, ResultsStore(Path(tmp) / "store.sqlite") as store:
+            # The data were loaded once above: not part of any estimator's cost.
             runner = E.Runner(tasks, data, dataclasses.replace(cfg, steps_per_call=25), tmp, store, progress=False,
-                              data_settings=settings)
-            runner._splits = splits  # loaded once above; not part of any estimator's cost
+                              data_settings=settings, splits=splits)
             t = time.perf_counter()
             E.estimate(method, runner)
             seconds[method] = time.perf_counter() - t

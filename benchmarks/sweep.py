@@ -37,11 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mtl.ensemble import Ensemble, make_ensemble_train_fn, resolve_strategy, train_ensemble  # noqa: E402
-from mtl.train import TrainConfig, make_optimizer, to_device, train_network  # noqa: E402
+from mtl.train import TrainConfig, initial_state, make_optimizer, to_device, train_network  # noqa: E402
 from tasks.registry import resolve_tasks  # noqa: E402
 from tasks.scenes import render_scenes  # noqa: E402
 
@@ -58,7 +57,7 @@ def steady_step_seconds(members, data, cfg, strategy, repeats: int = 5) -> tuple
     """(seconds per ensemble step after warm-up, XLA's FLOPs of one step or None)."""
     ens = Ensemble.create(members, cfg)
     tx = make_optimizer(cfg)
-    state = {"params": ens.params, "opt_state": tx.init(ens.params), "step": jnp.zeros((), jnp.int32)}
+    state = initial_state(ens.params, tx)
     dev = to_device(data, tuple({t.name: t for m in members for t in m}.values()))
     step = make_ensemble_train_fn(ens, tx, cfg, strategy)
     compiled = step.lower(state, dev).compile()

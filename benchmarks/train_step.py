@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from mtl.model import DECODER_CHANNELS, NEGATIVE_SLOPE, encoder_channels  # noqa: E402
-from mtl.train import TrainConfig, build_model, make_optimizer, make_train_fn, to_device  # noqa: E402
+from mtl.train import TrainConfig, build_model, initial_state, make_optimizer, make_train_fn, to_device  # noqa: E402
 from tasks.registry import SEG_CLASSES, resolve_tasks  # noqa: E402
 
 TASKS = "seg,depth,normals,edges"
@@ -101,7 +101,7 @@ def jax_step_fn(data: dict[str, np.ndarray], batch: int, steps: int):
     run = make_train_fn(graphdef, tasks, tx, cfg)
     device_data = to_device(data, tasks)
     weights = jnp.ones(len(tasks))
-    holder = {"state": {"params": params, "opt_state": tx.init(params), "step": jnp.asarray(0, jnp.int32)}}
+    holder = {"state": initial_state(params, tx)}
 
     def step():
         holder["state"], losses = run(holder["state"], device_data, weights)
@@ -255,7 +255,7 @@ def jax_ensemble_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, mo
     tx = make_optimizer(cfg)
     run = make_ensemble_train_fn(ens, tx, cfg, resolve_strategy("auto"))
     device_data = to_device(data, tasks)
-    holder = {"state": {"params": ens.params, "opt_state": tx.init(ens.params), "step": jnp.asarray(0, jnp.int32)}}
+    holder = {"state": initial_state(ens.params, tx)}
 
     def step():
         holder["state"], losses = run(holder["state"], device_data)

@@ -259,7 +259,8 @@ class Runner:
 
     def __init__(self, tasks: Sequence, data: DataSpec, cfg, run_dir: str | os.PathLike, store: ResultsStore, *,
                  progress: bool = True, checkpoint_every: int | None = None, data_settings: Mapping | None = None,
-                 ensemble: bool = True, devices: int | None = None, max_members: int | None = None):
+                 ensemble: bool = True, devices: int | None = None, max_members: int | None = None,
+                 splits: Mapping | None = None):
         self.tasks = tuple(tasks)
         self.ensemble = ensemble  # train the missing networks of one width as ensembles (mtl.ensemble)
         self.devices = devices
@@ -274,7 +275,7 @@ class Runner:
         self.checkpoint_every = checkpoint_every
         self.data_settings = dict(data_settings) if data_settings is not None else data.settings()
         self.code_version = code_version()
-        self._splits = None
+        self._splits = splits  # already loaded data, if the caller has them
         self.data_seconds = 0.0
         self.log: list[dict[str, Any]] = []  # one entry per network handled
         self.keys: set[str] = set()  # store keys this run used

@@ -60,10 +60,11 @@ from mtl.train import (
     _check_finite,
     _progress,
     build_model,
+    initial_state,
     make_optimizer,
-    mean_training_loss,
     sample_batch,
     to_device,
+    training_report,
 )
 from tasks.registry import Task, decode_image, modalities_for
 
@@ -329,7 +330,7 @@ def member_memory_bytes(members: Sequence[Sequence[Task]], cfg: TrainConfig, dat
     largest = max(members, key=len)
     ens = Ensemble.create([largest], cfg)
     tx = make_optimizer(cfg)
-    state = {"params": ens.params, "opt_state": tx.init(ens.params), "step": jnp.zeros((), jnp.int32)}
+    state = initial_state(ens.params, tx)
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
     shapes = {m: jax.ShapeDtypeStruct(data[m].shape, data[m].dtype) for m in modalities_for(largest)}
     mem = make_ensemble_train_fn(ens, tx, cfg, strategy).lower(abstract, shapes).compile().memory_analysis()
@@ -422,7 +423,7 @@ def train_ensemble(
     data = to_device(train_split, tuple({t.name: t for m in members for t in m}.values()))
     ens = Ensemble.create(members, cfg, pad_to=len(devs))
     tx = make_optimizer(cfg)
-    state = {"params": ens.params, "opt_state": tx.init(ens.params), "step": jnp.asarray(0, jnp.int32)}
+    state = initial_state(ens.params, tx)
     mesh = None
     if len(devs) > 1:
         from jax.sharding import Mesh
@@ -554,14 +555,7 @@ def train_ensemble_and_evaluate(
         evals = {name: evaluate_ensemble(ens, params, to_device(split, union), strategy=strategy)
                  for name, split in splits.items() if name != "train"}
         for j, res in zip(chunk, results):
-            report = {
-                "probe": None,
-                "train_seconds": res.seconds,
-                "steps": cfg.steps,
-                "resumed_from": res.resumed_from,
-                "final_train_loss": dict(zip(res.tasks, map(float, mean_training_loss(res.losses)))),
-                **{name: ev[j - chunk.start] for name, ev in evals.items()},
-            }
+            report = {**training_report(res, cfg.steps), **{name: ev[j - chunk.start] for name, ev in evals.items()}}
             reports[j] = report
             if on_member is not None:
                 on_member(j, report)

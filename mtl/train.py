@@ -89,6 +89,11 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.sgd(schedule, momentum=cfg.momentum))
 
 
+def initial_state(params: Any, tx: optax.GradientTransformation) -> dict[str, Any]:
+    """The training state a step function takes: parameters, optimizer state, step 0."""
+    return {"params": params, "opt_state": tx.init(params), "step": jnp.asarray(0, jnp.int32)}
+
+
 def build_model(tasks: Sequence[Task], cfg: TrainConfig) -> MultiTaskNet:
     dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
     return MultiTaskNet(tasks, size=cfg.size, dtype=dtype, rngs=nnx.Rngs(cfg.seed))
@@ -285,7 +290,7 @@ def train_network(
     model = build_model(tasks, cfg)
     graphdef, params = nnx.split(model, nnx.Param)
     tx = make_optimizer(cfg)
-    state = {"params": params, "opt_state": tx.init(params), "step": jnp.asarray(0, jnp.int32)}
+    state = initial_state(params, tx)
     if probe is not None:
         state["probe"] = probe.init()
     ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
@@ -356,6 +361,17 @@ def mean_training_loss(losses: np.ndarray, last: int = 50) -> np.ndarray:
     return losses[-min(last, len(losses)) :].mean(0) if len(losses) else np.full(losses.shape[1:], math.nan)
 
 
+def training_report(result: Any, steps: int) -> dict[str, Any]:
+    """The training part of a network's report, from a TrainResult (or an ensemble's MemberResult)."""
+    return {
+        "probe": getattr(result, "probe", None),
+        "train_seconds": result.seconds,
+        "steps": steps,
+        "resumed_from": result.resumed_from,
+        "final_train_loss": dict(zip(result.tasks, map(float, mean_training_loss(result.losses)))),
+    }
+
+
 def train_and_evaluate(
     tasks: Sequence[Task],
     splits: Mapping[str, Mapping[str, np.ndarray]],
@@ -372,13 +388,7 @@ def train_and_evaluate(
     """
     result = train_network(tasks, splits["train"], cfg, checkpoint_dir=checkpoint_dir, progress=progress,
                            probe=probe)
-    report: dict[str, Any] = {
-        "probe": result.probe,
-        "train_seconds": result.seconds,
-        "steps": cfg.steps,
-        "resumed_from": result.resumed_from,
-        "final_train_loss": dict(zip(result.tasks, map(float, mean_training_loss(result.losses)))),
-    }
+    report = training_report(result, cfg.steps)
     eval_fn = make_eval_fn(result.graphdef, tasks)
     for name, split in splits.items():
         if name != "train":

@@ -2,7 +2,6 @@
 
 import itertools
 import json
-import math
 import random
 from pathlib import Path
 
@@ -134,7 +133,9 @@ def test_a_committed_network_retrains_to_its_stored_losses(tmp_path, monkeypatch
     train = dict(settings["train"])
     cfg = dataclasses.replace(TrainConfig(**train), size=0.5, seed=0)
     data = settings["data"]
-    assert data["renderer"] == __import__("tasks.datasets", fromlist=["x"]).renderer_fingerprint(), \
+    from tasks.datasets import renderer_fingerprint
+
+    assert data["renderer"] == renderer_fingerprint(), \
         "the renderer changed since the ground truth was recorded: rerun scripts/ground_truth.py"
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
     spec = E.DataSpec("scenes", data["resolution"], data["seed"], tuple(data["counts"]))
