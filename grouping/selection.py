@@ -996,17 +996,24 @@ def _solve_mip(inst: _Instance, budgets: list[float], time_limit: float | None):
     y_index = np.stack([y_task, n + np.arange(P)], axis=1).ravel()
     start = np.concatenate([x_start, x_start[-1] + 2 * np.arange(1, P + 1)])
     inf = highspy.kHighsInf
-    h = _run_mip(
-        col_cost=np.concatenate([np.zeros(N), inst.values[y_cand, y_task]]),
-        col_lower=np.zeros(N + P), col_upper=np.ones(N + P),
-        row_lower=np.concatenate([np.ones(n), np.full(P, -inf), [-inf]]),
-        row_upper=np.concatenate([np.ones(n), np.zeros(P), [0.0]]),
-        start=start, index=np.concatenate([x_index, y_index]),
-        value=np.concatenate([x_value, np.ones(2 * P)]),
-        integer=[True] * N + [False] * P,
-        options={"mip_rel_gap": MIP_REL_GAP, "mip_abs_gap": 1e-12,
-                 "mip_feasibility_tolerance": 1e-10, "primal_feasibility_tolerance": 1e-10},
-    )
+
+    def model(budget_bound: float):
+        # A fresh HiGHS instance per budget: re-running one instance after
+        # changeRowBounds returned the previous (smaller) budget's optimum as
+        # "optimal" for a larger budget (HiGHS 1.x; a hypothesis test found a
+        # 4-task case, total 0.1 where 0.0 was feasible).
+        return _run_mip(
+            col_cost=np.concatenate([np.zeros(N), inst.values[y_cand, y_task]]),
+            col_lower=np.zeros(N + P), col_upper=np.ones(N + P),
+            row_lower=np.concatenate([np.ones(n), np.full(P, -inf), [-inf]]),
+            row_upper=np.concatenate([np.ones(n), np.zeros(P), [budget_bound]]),
+            start=start, index=np.concatenate([x_index, y_index]),
+            value=np.concatenate([x_value, np.ones(2 * P)]),
+            integer=[True] * N + [False] * P,
+            options={"mip_rel_gap": MIP_REL_GAP, "mip_abs_gap": 1e-12,
+                     "mip_feasibility_tolerance": 1e-10, "primal_feasibility_tolerance": 1e-10},
+        )
+
     deadline = None if time_limit is None else time.monotonic() + time_limit
     order = sorted(range(len(budgets)), key=lambda i: budgets[i])
     out: list = [None] * len(budgets)
@@ -1016,7 +1023,7 @@ def _solve_mip(inst: _Instance, budgets: list[float], time_limit: float | None):
         if not _fits(cover_cost, budget):
             continue
         # Half the documented slack, so HiGHS's own tolerance (1e-10) cannot push a cost past it.
-        h.changeRowBounds(budget_row, -inf, budget + 0.5 * BUDGET_RTOL * max(1.0, abs(budget)))
+        h = model(budget + 0.5 * BUDGET_RTOL * max(1.0, abs(budget)))
         if deadline is not None:
             left = max(deadline - time.monotonic(), 0.0)
             h.setOptionValue("time_limit", max(left / (len(order) - rank), 1e-3))

@@ -132,6 +132,19 @@ def test_matches_brute_force(solver, instance):
         assert sel.total == pytest.approx(best, rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_larger_budget_is_solved_afresh(solver):
+    """Found by test_matches_brute_force: at budget 2 the optimum (total 0) needs
+    c1 + c2 + c3 (cost exactly 2); a MIP re-run after budget 1 (optimum 0.1:
+    c1 + c3) once returned 0.1 again."""
+    cands = [Network(("t0", "t1", "t3"), 1.5, {"t0": 0.0, "t1": 0.0, "t3": 0.0}, "c0"),
+             Network(("t1", "t2", "t3"), 0.5, {"t1": 0.0, "t2": 0.1, "t3": 1.0}, "c1"),
+             Network(("t0", "t2"), 1.0, {"t0": 0.0, "t2": 0.0}, "c2"),
+             Network(("t0", "t3"), 0.5, {"t0": 0.0, "t3": 0.0}, "c3")]
+    one, two = select_networks(cands, [1.0, 2.0], tasks=["t0", "t1", "t2", "t3"], solver=solver)
+    assert one.total == pytest.approx(0.1) and two.total == 0.0
+
+
 @settings(max_examples=150, deadline=None, database=None)
 @given(instance=instances(losses=TIED_LOSSES, costs=GRID_COSTS))
 def test_dp_tie_break(instance):
