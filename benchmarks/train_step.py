@@ -45,6 +45,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from mtl import runtime  # noqa: E402
 from mtl.model import DECODER_CHANNELS, NEGATIVE_SLOPE, encoder_channels  # noqa: E402
 from mtl.train import TrainConfig, build_model, initial_state, make_optimizer, make_train_fn, to_device  # noqa: E402
 from tasks.registry import SEG_CLASSES, resolve_tasks  # noqa: E402
@@ -330,9 +331,14 @@ def main() -> None:
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/train_step_<backend>.json)")
     args = p.parse_args()
 
+    # The process-wide allocator setting the project's scripts use
+    # (mtl.runtime.tune_malloc): PyTorch, in the same process, gets it too.
+    # MTL_CPU_TUNING=0 runs without it and without the XLA:CPU options.
+    tuned = runtime.tune_malloc()
     data = synthetic_data(512, args.resolution)
     total_steps = (args.steps * args.repeats + 1) * 3  # schedule length; warm-up stays short
-    results = {"batch": args.batch, "resolution": args.resolution, "tasks": TASKS, "machine": machine()}
+    results = {"batch": args.batch, "resolution": args.resolution, "tasks": TASKS, "machine": machine(),
+               "cpu_tuning": {"malloc": tuned, "xla_compiler_options": runtime.compiler_options()}}
 
     try:
         import torch

@@ -413,6 +413,7 @@ def affinity_probe(n_tasks: int, every: int = 10, probe_lr: float | None = None)
     with no extra backward pass. The lookahead uses a constant SGD step
     `probe_lr` (default: the peak training rate) and reports Z / probe_lr.
     """
+    from mtl import runtime
     from mtl.train import Probe, sample_batch
 
     if every < 1:
@@ -437,7 +438,7 @@ def affinity_probe(n_tasks: int, every: int = 10, probe_lr: float | None = None)
                 "probe": accumulate(state["probe"], r.affinity, r.cosine),
             }, r.losses
 
-        return jax.jit(step, donate_argnums=0)
+        return runtime.jit(step, donate_argnums=0)
 
     return Probe(every=every, init=lambda: init_accumulator(n_tasks), make_step=make_step)
 

@@ -44,8 +44,12 @@ def init_distributed() -> None:
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Calls main(argv); a user error becomes a one-line message and exit 2.
-    MTL_DISTRIBUTED=1 first joins a multi-process run (`init_distributed`)."""
+    First tunes the allocator for training on a CPU (`mtl.runtime.tune_malloc`)
+    and, with MTL_DISTRIBUTED=1, joins a multi-process run (`init_distributed`)."""
+    from mtl import runtime
+
     try:
+        runtime.tune_malloc()
         init_distributed()
         code = main(argv)
     except KeyboardInterrupt:

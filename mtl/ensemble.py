@@ -53,6 +53,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from mtl import runtime
 from mtl.model import MultiTaskNet
 from mtl.train import (
     Checkpoints,
@@ -235,7 +236,7 @@ def make_ensemble_train_fn(ens: Ensemble, tx: optax.GradientTransformation, cfg:
         params = optax.apply_updates(state["params"], updates)
         return {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1}, losses
 
-    return jax.jit(step, donate_argnums=0)
+    return runtime.jit(step, donate_argnums=0)
 
 
 def make_ensemble_eval_fn(ens: Ensemble, strategy: str) -> Callable:
@@ -259,7 +260,7 @@ def make_ensemble_eval_fn(ens: Ensemble, strategy: str) -> Callable:
             out[t] = jax.vmap(one_member)(p)
         return out
 
-    return jax.jit(fn)
+    return runtime.jit(fn)
 
 
 # ---------------------------------------------------------------------------

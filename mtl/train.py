@@ -33,6 +33,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from mtl import runtime
 from mtl.model import MultiTaskNet, check_resolution
 from tasks.registry import Task, decode_image, modalities_for
 
@@ -143,7 +144,7 @@ def make_train_fn(
     # Steps are dispatched one by one from Python: XLA:CPU runs convolutions
     # inside a lax.scan body an order of magnitude slower than at top level
     # (measured here), and dispatch is asynchronous, so the loop costs little.
-    return jax.jit(step, donate_argnums=0)
+    return runtime.jit(step, donate_argnums=0)
 
 
 def make_eval_fn(graphdef: nnx.GraphDef, tasks: Sequence[Task]) -> Callable:
@@ -166,7 +167,7 @@ def make_eval_fn(graphdef: nnx.GraphDef, tasks: Sequence[Task]) -> Callable:
             out[t.name] = {"loss_sum": losses[:, i].sum(), **t.compute_stats(preds[t.name], batch)}
         return out
 
-    return jax.jit(per_image_losses)
+    return runtime.jit(per_image_losses)
 
 
 # ---------------------------------------------------------------------------

@@ -51,14 +51,20 @@ def test_every_member_equals_its_network_trained_alone(tiny, one_at_a_time, stra
     evals = evaluate_ensemble(ens, params, split, strategy=strategy, batch_size=5)
     for members, alone, res, ev in zip(MEMBERS, one_at_a_time, results, evals, strict=True):
         assert res.tasks == alone.tasks
-        # Same initialisation, same minibatches: float32 rounding is all that differs.
+        # Same initialisation, same minibatches: float32 rounding is all that
+        # differs. vmap makes XLA:CPU's Eigen convolutions grouped ones, which
+        # sum in another order, and Adam's normalised steps (up to 2e-3 each)
+        # carry that to ~1e-4-1e-3 in weights whose gradients are near zero;
+        # swapped members or minibatches would differ by 1e-2 and more, and
+        # the losses must agree to 1e-5.
         np.testing.assert_allclose(res.losses, alone.losses, rtol=1e-5, atol=1e-6)
-        assert_trees_close(res.params, alone.params, atol=2e-5)
+        assert_trees_close(res.params, alone.params, atol=2e-5 if strategy == "unroll" else 2e-3)
+        rel = 1e-4 if strategy == "unroll" else 2e-3  # (an argmax metric follows the weights)
         expected = evaluate(alone.graphdef, alone.params, to_device(tiny, members), members, batch_size=5)
         assert ev.keys() == expected.keys()
         for task in expected:
             for metric, value in expected[task].items():
-                assert ev[task][metric] == pytest.approx(value, rel=1e-4, abs=1e-5), (task, metric)
+                assert ev[task][metric] == pytest.approx(value, rel=rel, abs=1e-5), (task, metric)
 
 
 def test_layout_pads_every_stack_to_the_device_count():
@@ -160,7 +166,8 @@ def test_sharded_over_four_host_devices_equals_one_device(tmp_path):
     for one, four in zip(out["1"], out["4"], strict=True):
         np.testing.assert_allclose(four, one, rtol=1e-5, atol=1e-6)
     for one, four in zip(out["params1"], out["params4"], strict=True):
-        np.testing.assert_allclose(four, one, rtol=0, atol=2e-5)
+        # Rounding only (the per-device programs split Eigen's work differently).
+        np.testing.assert_allclose(four, one, rtol=0, atol=1e-4)
     assert "8 devices asked for, but there are 4 " in out["error"]
 
 
