@@ -48,6 +48,7 @@ import jax  # noqa: E402
 
 from grouping import estimators as E  # noqa: E402
 from grouping.store import ResultsStore  # noqa: E402
+from mtl import runtime  # noqa: E402
 from mtl.cli import parse_counts  # noqa: E402
 from mtl.train import TrainConfig, train_and_evaluate  # noqa: E402
 from tasks.registry import resolve_tasks  # noqa: E402
@@ -66,6 +67,7 @@ def main(argv=None) -> None:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "estimation_cost.json"))
     args = p.parse_args(argv)
+    runtime.tune_malloc()  # MTL_TUNE_MALLOC=1 only, as in the scripts (mtl.cli.run)
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

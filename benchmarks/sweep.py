@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mtl import runtime  # noqa: E402
 from mtl.ensemble import Ensemble, make_ensemble_train_fn, resolve_strategy, train_ensemble  # noqa: E402
 from mtl.train import TrainConfig, initial_state, make_optimizer, to_device, train_network  # noqa: E402
 from tasks.registry import resolve_tasks  # noqa: E402
@@ -120,6 +121,7 @@ def main(argv=None) -> None:
                    help="the device's peak TFLOP/s at --dtype, for the FLOPs utilisation (e.g. 989 for an H100 SXM at bf16)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    runtime.tune_malloc()  # MTL_TUNE_MALLOC=1 only, as in the scripts (mtl.cli.run)
     strategy = resolve_strategy(args.strategy)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, dtype=args.dtype, steps_per_call=25)
     data = render_scenes(seed=0, count=args.images, resolution=args.resolution)

@@ -331,9 +331,9 @@ def main() -> None:
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/train_step_<backend>.json)")
     args = p.parse_args()
 
-    # The process-wide allocator setting the project's scripts use
-    # (mtl.runtime.tune_malloc): PyTorch, in the same process, gets it too.
-    # MTL_CPU_TUNING=0 runs without it and without the XLA:CPU options.
+    # The opt-in allocator setting of the scripts (MTL_TUNE_MALLOC=1,
+    # mtl.runtime.tune_malloc): PyTorch, in the same process, gets it too.
+    # MTL_CPU_TUNING=0 runs with XLA's default options and no allocator setting.
     tuned = runtime.tune_malloc()
     data = synthetic_data(512, args.resolution)
     total_steps = (args.steps * args.repeats + 1) * 3  # schedule length; warm-up stays short

@@ -44,7 +44,7 @@ def init_distributed() -> None:
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Calls main(argv); a user error becomes a one-line message and exit 2.
-    First tunes the allocator for training on a CPU (`mtl.runtime.tune_malloc`)
+    First tunes the allocator if MTL_TUNE_MALLOC=1 (`mtl.runtime.tune_malloc`)
     and, with MTL_DISTRIBUTED=1, joins a multi-process run (`init_distributed`)."""
     from mtl import runtime
 

@@ -9,13 +9,14 @@ jaxlib 0.10; `python benchmarks/train_step.py`, README "Benchmarks"):
   `compiler_options()` gives the per-program option that keeps YNNPACK for
   reductions only; `jit` applies it on a CPU backend (the same program, the
   same numbers up to float rounding).
-* Page faults. glibc returns the step's large temporaries to the kernel after
-  every step (mmap'd blocks and per-thread arenas), and the next step faults
-  them back in: about 17,000 page faults and 30 ms of system time per step.
-  `tune_malloc()` keeps freed memory in the process (one arena, no mmap, no
-  trimming), so the step reuses warm pages. It changes the whole process's
-  allocator, so only entry points (the scripts, the benchmarks) call it, never
-  an import; the process keeps its peak heap until it exits.
+* Page faults (opt-in). glibc returns the step's large temporaries to the
+  kernel after every step (mmap'd blocks, arena trimming) and the next step
+  faults them back in: about 17,000 page faults and 30 ms of system time per
+  64x64 step. `tune_malloc()` keeps freed memory in the process (one arena,
+  no mmap, no trimming). It helped the steady 64x64 step but made the
+  compile-heavy ensemble sweep at 32x32 15-25% slower (one arena for all of
+  XLA's compiler threads), so it is off unless `MTL_TUNE_MALLOC=1`; entry
+  points (the scripts, the benchmarks) call it, never an import.
 
 `MTL_CPU_TUNING=0` turns both off (to compare, or if a setting misbehaves).
 """
@@ -68,14 +69,15 @@ _malloc_tuned = False
 
 
 def tune_malloc() -> bool:
-    """Keep freed heap memory in the process (glibc only); True if applied.
+    """With MTL_TUNE_MALLOC=1, keep freed heap memory in the process (glibc
+    only); True if applied.
 
     Call it early in a process's entry point, before large arrays exist.
     """
     global _malloc_tuned
     if _malloc_tuned:
         return True
-    if not enabled():
+    if not enabled() or os.environ.get("MTL_TUNE_MALLOC", "0") != "1":
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")

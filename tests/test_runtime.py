@@ -54,11 +54,11 @@ def test_tuned_step_equals_xla_default_step(monkeypatch):
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
-@pytest.mark.parametrize("setting, expected", [("1", "True"), ("0", "False")])
-def test_tune_malloc_applies_unless_switched_off(setting, expected):
+@pytest.mark.parametrize("opt_in, tuning, expected", [("1", "1", "True"), ("0", "1", "False"), ("1", "0", "False")])
+def test_tune_malloc_only_when_asked(opt_in, tuning, expected):
     # In a child process: the allocator setting is process-wide.
     code = "from mtl import runtime; import numpy as np; print(runtime.tune_malloc()); np.ones(10**7).sum()"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "MTL_CPU_TUNING": setting})
+                          env={**os.environ, "MTL_TUNE_MALLOC": opt_in, "MTL_CPU_TUNING": tuning})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == [expected]
