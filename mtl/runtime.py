@@ -14,7 +14,7 @@ jaxlib 0.10; `python benchmarks/train_step.py`, README "Benchmarks"):
   faults them back in: about 17,000 page faults and 30 ms of system time per
   64x64 step. `tune_malloc()` keeps freed memory in the process (one arena,
   no mmap, no trimming). It helped the steady 64x64 step but made the
-  compile-heavy ensemble sweep at 32x32 15-25% slower (not diagnosed; one
+  compile-heavy 32x32 sweep 19-29% slower (not diagnosed; one
   arena shared by all of XLA's threads is the suspect), so it is off unless
   `MTL_TUNE_MALLOC=1`; entry
   points (the scripts, the benchmarks) call it, never an import.
