@@ -2,14 +2,23 @@
 
     pip install -e '.[bench]' && python benchmarks/conv_layers.py
 
-For every 3x3 convolution of the standard network (encoder and one decoder,
-64x64 input, batch 32) times forward + backward (input and weight
-gradients) in JAX (XLA's conv) and in PyTorch (nn.Conv2d, its faster of
-channels-first/last), and prints the ratio. Then, for the decoder shapes,
-four convolutions with separate weights done one by one against the same
-four done as one vmapped convolution (what an ensemble or stacked decoders
-would do): on XLA:CPU vmap becomes a grouped convolution. Writes
-benchmarks/results/conv_layers_<backend>.json.
+For every 3x3 convolution shape of the standard network (the encoder and
+the decoders of seg, depth, normals and edges; 64x64 input, batch 32) times
+forward + backward (input and weight gradients) in JAX, with the XLA
+options the project compiles with (`mtl.runtime`) and with XLA's defaults,
+and in PyTorch (nn.Conv2d, its faster of channels-first/last). Each shape
+is then counted as often as the network has it (a decoder layer once per
+task), which gives the network's convolution time, one convolution at a
+time: `conv_only_speedup` is PyTorch's total over JAX's. In a real step
+convolutions overlap and share caches, so this is an indication, not a
+bound; benchmarks/step_cycles.py measures the step itself. It also checks
+whether XLA's oneDNN custom-call option rewrites convolutions in this
+jaxlib (`onednn_rewrites_convolutions`).
+
+Then, for the decoder shapes, four convolutions with separate weights done
+one by one against the same four done as one vmapped convolution (what an
+ensemble or stacked decoders would do): on XLA:CPU vmap becomes a grouped
+convolution. Writes benchmarks/results/conv_layers_<backend>.json.
 """
 
 from __future__ import annotations
@@ -27,9 +36,12 @@ sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from mtl import runtime  # noqa: E402
 from mtl.model import DECODER_CHANNELS, encoder_channels  # noqa: E402
+from tasks.registry import resolve_tasks  # noqa: E402
 
 BATCH, RESOLUTION = 32, 64
+TASKS = "seg,depth,normals,edges"  # benchmarks/train_step.py's network
 
 
 def best_ms(fn, repeats: int = 5) -> float:
@@ -42,18 +54,24 @@ def best_ms(fn, repeats: int = 5) -> float:
     return best * 1e3
 
 
-def layers() -> list[tuple[str, int, int, int, int]]:
-    """(name, input resolution, in channels, out channels, stride) of every conv."""
+def layers() -> list[tuple[str, int, int, int, int, int]]:
+    """(name, input resolution, in channels, out channels, stride, how many
+    the network has) of every distinct convolution shape."""
     enc = encoder_channels(1.0)
+    tasks = resolve_tasks(TASKS)
     out, r, c = [], RESOLUTION, 3
     for i, o in enumerate(enc):
-        out.append((f"encoder {i}", r, c, o, 2))
+        out.append((f"encoder {i}", r, c, o, 2, 1))
         r, c = r // 2, o
-    out.append(("bottleneck", r, c, c, 1))
+    out.append(("bottleneck", r, c, c, 1, 1))
     for i, o in enumerate(DECODER_CHANNELS):
-        out.append((f"decoder up {i}", r, c, 4 * o, 1))
+        out.append((f"decoder up {i}", r, c, 4 * o, 1, len(tasks)))
         r, c = r * 2, o
-    out.append(("decoder head (seg)", r, c, 4 * 8, 1))
+    heads: dict[int, list[str]] = {}
+    for t in tasks:  # the head is a sub-pixel conv: 4x the task's channels
+        heads.setdefault(4 * t.channels, []).append(t.name)
+    for co, names in heads.items():
+        out.append((f"head ({', '.join(names)})", r, c, co, 1, len(names)))
     return out
 
 
@@ -61,9 +79,10 @@ def conv(x, w, s=1):
     return jax.lax.conv_general_dilated(x, w, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def jax_ms(r, ci, co, s) -> float:
+def jax_ms(r, ci, co, s, compiler_options=None) -> float:
     x, w = jnp.ones((BATCH, r, r, ci)), jnp.full((3, 3, ci, co), 0.01)
-    g = jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w, s) ** 2), argnums=(0, 1)))
+    g = jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w, s) ** 2), argnums=(0, 1)),
+                compiler_options=compiler_options)
     return best_ms(lambda: jax.block_until_ready(g(x, w)))
 
 
@@ -84,12 +103,27 @@ def torch_ms(r, ci, co, s) -> float:
     return best
 
 
-def stacked_ms(r, ci, co, k=4) -> tuple[float, float]:
+def stacked_ms(r, ci, co, k=4, compiler_options=None) -> tuple[float, float]:
     xs, ws = jnp.ones((k, BATCH, r, r, ci)), jnp.full((k, 3, 3, ci, co), 0.01)
-    one_by_one = jax.jit(jax.grad(lambda x, w: sum(jnp.sum(conv(x[i], w[i]) ** 2) for i in range(k)), argnums=(0, 1)))
-    vmapped = jax.jit(jax.grad(lambda x, w: jnp.sum(jax.vmap(conv)(x, w) ** 2), argnums=(0, 1)))
+    one_by_one = jax.jit(jax.grad(lambda x, w: sum(jnp.sum(conv(x[i], w[i]) ** 2) for i in range(k)), argnums=(0, 1)),
+                         compiler_options=compiler_options)
+    vmapped = jax.jit(jax.grad(lambda x, w: jnp.sum(jax.vmap(conv)(x, w) ** 2), argnums=(0, 1)),
+                      compiler_options=compiler_options)
     return (best_ms(lambda: jax.block_until_ready(one_by_one(xs, ws)), 3),
             best_ms(lambda: jax.block_until_ready(vmapped(xs, ws)), 3))
+
+
+def onednn_rewrites_convolutions() -> bool | None:
+    """Whether XLA's oneDNN custom-call option turns a convolution (and its
+    gradients) into oneDNN calls in this jaxlib; None if it rejects the option."""
+    x, w = jnp.ones((BATCH, 32, 32, 16)), jnp.ones((3, 3, 16, 32))
+    g = jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1)),
+                compiler_options={"xla_cpu_experimental_onednn_custom_call": True})
+    try:
+        hlo = g.lower(x, w).compile().as_text()
+    except Exception:  # noqa: BLE001 - an unknown option: no such rewrite here
+        return None
+    return "onednn" in hlo.lower() and " convolution(" not in hlo
 
 
 def main() -> None:
@@ -99,22 +133,39 @@ def main() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
     except ImportError:
         sys.exit("error: PyTorch is not installed; pip install -e '.[bench]' (torch==2.13.0, CPU build)")
+    tuned = runtime.compiler_options()  # None off a CPU or with MTL_CPU_TUNING=0
     rows = []
-    print(f"{'layer':<20}{'shape':>22}{'jax ms':>9}{'torch ms':>10}{'jax/torch':>11}")
-    for name, r, ci, co, s in layers():
-        j, t = jax_ms(r, ci, co, s), torch_ms(r, ci, co, s)
-        rows.append({"layer": name, "resolution": r, "in": ci, "out": co, "stride": s, "jax_ms": j, "torch_ms": t})
-        print(f"{name:<20}{f'{r}x{r} {ci}->{co} s{s}':>22}{j:>9.1f}{t:>10.1f}{j / t:>11.2f}")
+    totals = {"jax": 0.0, "jax_xla_default": 0.0, "torch": 0.0}
+    print(f"{'layer':<26}{'shape':>21}{'x':>3}{'jax ms':>8}{'(default)':>10}{'torch ms':>9}{'jax/torch':>10}")
+    for name, r, ci, co, s, count in layers():
+        j = jax_ms(r, ci, co, s, tuned)
+        jd = jax_ms(r, ci, co, s) if tuned else j
+        t = torch_ms(r, ci, co, s)
+        rows.append({"layer": name, "resolution": r, "in": ci, "out": co, "stride": s, "count": count,
+                     "jax_ms": j, "jax_xla_default_ms": jd, "torch_ms": t})
+        for k, v in (("jax", j), ("jax_xla_default", jd), ("torch", t)):
+            totals[k] += count * v
+        print(f"{name:<26}{f'{r}x{r} {ci}->{co} s{s}':>21}{count:>3}{j:>8.1f}{jd:>10.1f}{t:>9.1f}{j / t:>10.2f}")
+    ratio = totals["torch"] / totals["jax"]
+    print(f"{'the network (x counts)':<50}{totals['jax']:>8.1f}{totals['jax_xla_default']:>10.1f}"
+          f"{totals['torch']:>9.1f}{1 / ratio:>10.2f}")
+    onednn = onednn_rewrites_convolutions() if jax.default_backend() == "cpu" else None
+    print(f"XLA's oneDNN custom-call option rewrites convolutions: {onednn}")
     stacked = []
     print(f"\n4 convolutions with separate weights, {BATCH} images each: one by one vs vmapped")
-    for name, r, ci, co, s in layers():
+    for name, r, ci, co, s, _ in layers():
         if name.startswith("decoder up"):
-            a, b = stacked_ms(r, ci, co)
+            a, b = stacked_ms(r, ci, co, compiler_options=tuned)
             stacked.append({"layer": name, "resolution": r, "in": ci, "out": co, "one_by_one_ms": a, "vmapped_ms": b})
             print(f"{f'{r}x{r} {ci}->{co}':>22}  one by one {a:7.1f} ms  vmapped {b:8.1f} ms  ({b / a:.1f}x)")
     result = {
         "batch": BATCH,
+        "tasks": TASKS,
+        "xla_compiler_options": tuned,
         "layers": rows,
+        "network_conv_ms": totals,
+        "conv_only_speedup": ratio,
+        "onednn_rewrites_convolutions": onednn,
         "stacked": stacked,
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
                     "backend": jax.default_backend(), "torch": torch.__version__,
@@ -123,6 +174,7 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results" / f"conv_layers_{jax.default_backend()}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
+    print(f"conv_only_speedup={ratio:.3f}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ Execution (``strategy``):
             the form for GPUs and TPUs, and the one that shards.
 ``unroll``  the members are written out one after another in the same
             program. XLA:CPU vectorises convolutions over a vmapped member
-            axis as grouped convolutions, 12-17x slower than running them
+            axis as grouped convolutions, 10-18x slower than running them
             one by one (benchmarks/conv_layers.py); unrolled, the members'
             independent convolutions run concurrently on the CPU's cores.
 ``auto``    unroll on a CPU, vmap elsewhere (the default).
