@@ -14,10 +14,12 @@ jaxlib 0.10; `python benchmarks/train_step.py`, README "Benchmarks"):
   faults them back in: about 17,000 page faults and 30 ms of system time per
   64x64 step. `tune_malloc()` keeps freed memory in the process (one arena,
   no mmap, no trimming). It helped the steady 64x64 step but made the
-  compile-heavy 32x32 sweep 19-29% slower (not diagnosed; one
-  arena shared by all of XLA's threads is the suspect), so it is off unless
-  `MTL_TUNE_MALLOC=1`; entry
-  points (the scripts, the benchmarks) call it, never an import.
+  compile-heavy 32x32 sweep 19-29% slower (not diagnosed), so it is off
+  unless `MTL_TUNE_MALLOC=1`; entry points (the scripts, the benchmarks)
+  call it, never an import. Each half alone did nothing for the step (one
+  arena only, or no mmap and no trimming only, set through GLIBC_TUNABLES:
+  0.72x PyTorch each against 0.80x untouched and 0.85x with both, in one
+  session), so the one arena that may slow the sweep cannot be dropped.
 
 `MTL_CPU_TUNING=0` turns both off (to compare, or if a setting misbehaves).
 """
