@@ -18,7 +18,7 @@ from /proc, is split in the samples' proportions):
 - `libc`, `python`, `jaxlib_other`, `other`.
 
 It then times PyTorch's twin step (channels-last, as train_step.py builds
-it) in this process and compares core-milliseconds per step: the JAX
+it, with the same allocator setting) in this process and compares core-milliseconds per step: the JAX
 convolution code alone (`onednn_jit_gemm` + `convolution_library`) against
 all the core time PyTorch's whole step can use (its wall time x cores).
 Writes benchmarks/results/step_cycles_cpu.json. Needs `perf` with
@@ -184,15 +184,18 @@ def main() -> None:
         import torch
     except ImportError:
         sys.exit("error: PyTorch is not installed; pip install -e '.[bench]' (torch==2.13.0, CPU build)")
+    from mtl import runtime
     from train_step import machine, synthetic_data, time_steps, torch_step_fn
 
+    # As in train_step.py: the opt-in allocator setting (MTL_TUNE_MALLOC=1)
+    # applies to PyTorch in this process too; the JAX child applies it itself.
+    tuned = runtime.tune_malloc()
     jax_profile = profile_jax(args.seconds, args.hz)
     torch.set_num_threads(os.cpu_count() or 1)
     torch_ms = time_steps(torch_step_fn(synthetic_data(256, 64), 32, 10**6, channels_last=True), 10, 5) * 1e3
     cores = os.cpu_count() or 1
     result = {"tasks": "seg,depth,normals,edges", "resolution": 64, "batch": 32, "machine": machine(),
-              "cpu_tuning": {"malloc": os.environ.get("MTL_TUNE_MALLOC") == "1",
-                             "cpu_settings": os.environ.get("MTL_CPU_TUNING", "1") != "0"},
+              "cpu_tuning": {"malloc": tuned, "xla_compiler_options": runtime.compiler_options()},
               "jax": jax_profile, "torch_ms_per_step": torch_ms, "torch_core_ms_per_step_at_most": torch_ms * cores}
     conv = jax_profile["convolution_core_ms_per_step"]
     print(f"JAX step: {jax_profile['ms_per_step']:.1f} ms wall, {jax_profile['busy_cores']:.2f} cores busy; "

@@ -16,10 +16,12 @@ jaxlib 0.10; `python benchmarks/train_step.py`, README "Benchmarks"):
   no mmap, no trimming). It helped the steady 64x64 step but made the
   compile-heavy 32x32 sweep 19-29% slower (not diagnosed), so it is off
   unless `MTL_TUNE_MALLOC=1`; entry points (the scripts, the benchmarks)
-  call it, never an import. Each half alone did nothing for the step (one
-  arena only, or no mmap and no trimming only, set through GLIBC_TUNABLES:
-  0.72x PyTorch each against 0.80x untouched and 0.85x with both, in one
-  session), so the one arena that may slow the sweep cannot be dropped.
+  call it, never an import. Each half alone did nothing for the step, so
+  the one arena that may slow the sweep cannot be dropped: in one session,
+  `GLIBC_TUNABLES=<T> python benchmarks/train_step.py --ensemble 0 --out
+  /tmp/t.json` gave 0.72x PyTorch with T=glibc.malloc.arena_max=1, 0.72x
+  with T=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647,
+  0.85x with both, and 0.80x untouched.
 
 `MTL_CPU_TUNING=0` turns both off (to compare, or if a setting misbehaves).
 """
