@@ -5,12 +5,18 @@ Examples (from the repository root):
     python scripts/select_networks.py --table results.txt --test-table results_test.txt --budgets 1:5:0.5
     python scripts/select_networks.py --table results.txt --budgets 3 --method hoa --json
     python scripts/select_networks.py --objective tag --table affinities.json#celeba/tag --budgets 2,3
+    python scripts/select_networks.py --objective relative --table results.txt --test-table results_test.txt --budgets 2
 
 Tables: Standley's tab-separated format (``--tasks`` names its columns;
 default s,d,n,k,t), a ``network,task,loss[,cost]`` CSV (``--tasks``: the
 tasks to cover), or for ``--objective tag`` a JSON affinity matrix
 (``--tasks``: the tasks to group; budgets are numbers of groups).  Bad input
 prints one line starting with 'error:' on stderr and exits with status 2.
+
+Objectives: ``loss`` (default; Standley's sum of the tasks' losses),
+``relative`` (the mean over tasks of each task's loss over its full-size
+single-task network's loss in the same table, `grouping.objective`; unit-free)
+and ``tag`` (TAG's mean affinity, maximised).
 """
 
 from __future__ import annotations
@@ -33,10 +39,11 @@ from grouping.selection import (  # noqa: E402
     select_groups_tag,
     select_networks,
 )
+from grouping.objective import get_objective  # noqa: E402
 from grouping.tables import parse_budgets, read_affinity, read_loss_table  # noqa: E402
 
 METHODS = ("optimal", "hoa")
-OBJECTIVES = ("loss", "tag")
+OBJECTIVES = ("loss", "relative", "tag")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-table", help="table to score the chosen networks on (e.g. test losses)")
     p.add_argument("--budgets", required=True, help="a number, a list 1,2,3 or an inclusive range 1:5:0.5")
     p.add_argument("--method", default="optimal", help="optimal (default) or hoa (higher-order approximation from pairs)")
-    p.add_argument("--objective", default="loss", help="loss (default; minimise summed loss) or tag (maximise mean affinity)")
+    p.add_argument("--objective", default="loss",
+                   help="loss (default; minimise summed loss), relative (minimise the mean of loss / single-task loss) "
+                        "or tag (maximise mean affinity)")
     p.add_argument("--tasks", help="comma-separated task names (columns of a Standley table; tasks to cover or group)")
     p.add_argument("--time-limit", type=float, help="seconds for the whole run (MIP solver only)")
     p.add_argument("--allow-missing", action="store_true", help="accept a Standley table that lacks some networks")
@@ -80,8 +89,18 @@ def run(args: argparse.Namespace) -> list[tuple[Selection, float | None]]:
     table = read_loss_table(args.table, tasks, allow_missing=args.allow_missing)
     candidates = hoa_candidates(table.networks) if args.method == "hoa" else table.networks
     test = read_loss_table(args.test_table, table.tasks, allow_missing=args.allow_missing) if args.test_table else None
+    objective = get_objective(args.objective)
+    candidates = _on_objective(objective, candidates, table.networks, table.tasks)
     selections = select_networks(candidates, budgets, tasks=table.tasks, time_limit=args.time_limit)
-    return [(sel, score(sel.networks, test.networks, tasks=table.tasks) if test else None) for sel in selections]
+    if test is None:
+        return [(sel, None) for sel in selections]
+    test_networks = _on_objective(objective, test.networks, test.networks, table.tasks)
+    return [(sel, score(sel.networks, test_networks, tasks=table.tasks)) for sel in selections]
+
+
+def _on_objective(objective, networks, measured, tasks):
+    """`networks` rescaled for the objective, the references taken from the table's `measured` networks."""
+    return objective.table(networks, objective.reference({nw.label: nw.losses for nw in measured}, tasks))
 
 
 def to_json(args: argparse.Namespace, rows: list[tuple[Selection, float | None]]) -> dict:
@@ -104,7 +123,7 @@ def to_json(args: argparse.Namespace, rows: list[tuple[Selection, float | None]]
 def render(args: argparse.Namespace, rows: list[tuple[Selection, float | None]]) -> str:
     """Readable text: one block per budget, one line per chosen network."""
     tag = args.objective == "tag"
-    what = "mean score" if tag else "total loss"
+    what = {"tag": "mean score", "relative": "mean relative loss"}.get(args.objective, "total loss")
     out = []
     for sel, test_total in rows:
         head = f"{'groups <=' if tag else 'budget'} {sel.budget:g}: selection {what} {sel.total:.6f}"

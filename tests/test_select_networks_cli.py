@@ -87,6 +87,24 @@ def test_csv_json_with_test_table(small_csv, tmp_path):
     assert sorted(n["tasks"][0] for n in row["networks"]) == ["a", "b"]
 
 
+def test_relative_objective(small_csv, tmp_path):
+    # References a 0.2, b 0.1; relative loss = L / reference / 2. Budget 1: a+b, (0.3/0.2 + 0.4/0.1) / 2;
+    # 1.5: half:a + b, (0.5/0.2 + 0.1/0.1) / 2; 2: the singles, 1.
+    report = json.loads(cli("--table", small_csv, "--budgets", "1,1.5,2", "--objective", "relative", "--json").stdout)
+    assert report["objective"] == "relative"
+    assert [r["selection_total"] for r in report["results"]] == pytest.approx([2.75, 1.75, 1.0])
+    assert [sorted(nw["cost"] for nw in r["networks"]) for r in report["results"]] == [[1.0], [0.5, 1.0], [1.0, 1.0]]
+    test = tmp_path / "test.csv"
+    test.write_text(SMALL_CSV.replace("a,a,0.2,1", "a,a,0.25,1"))  # the test table's own reference for a
+    (row,) = json.loads(cli("--table", small_csv, "--test-table", test, "--budgets", "1", "--objective", "relative",
+                            "--json").stdout)["results"]
+    assert row["test_total"] == pytest.approx((0.3 / 0.25 + 0.4 / 0.1) / 2)
+    no_single = tmp_path / "no_single.csv"
+    no_single.write_text(SMALL_CSV.replace("b,b,0.1,1\n", ""))
+    assert_input_error(cli("--table", no_single, "--budgets", "2", "--objective", "relative"),
+                       "single-task network", "'b'")
+
+
 def test_tag_objective():
     path = fixture("tag2021", "affinities.json")
     result = cli("--objective", "tag", "--table", f"{path}#taskonomy/tag", "--budgets", "2:3:1", "--json")
