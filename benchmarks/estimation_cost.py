@@ -3,9 +3,10 @@
 In one process, on the same data and machine, after an untimed 10-step
 warm-up: one network of all the tasks trained with the full schedule and
 evaluated (`mtl.train.train_and_evaluate`, the unit: timed before and after
-the estimators, the mean is used), then each
-estimator run from scratch through `grouping.estimators.estimate` with an
-empty results store of its own (nothing reused):
+the estimators, the mean is used), then each registered estimator
+(`grouping.methods`), cheapest first by its own `Method.cost`, run from
+scratch through `Method.estimate` with an empty results store of its own
+(nothing reused):
 
   tag, cs      one all-task run that also measures the lookahead affinity
                (or the gradient cosine) every --every steps; in find_groups
@@ -46,15 +47,24 @@ sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
 
-from grouping import estimators as E  # noqa: E402
+from grouping.methods import MethodSettings, get_method, method_names  # noqa: E402
+from grouping.runner import DataSpec, Runner  # noqa: E402
 from grouping.store import ResultsStore  # noqa: E402
 from mtl import runtime  # noqa: E402
 from mtl.cli import parse_counts  # noqa: E402
 from mtl.train import TrainConfig, train_and_evaluate  # noqa: E402
 from tasks.registry import resolve_tasks  # noqa: E402
 
-METHODS = ("tag", "cs", "hoa", "esa", "exhaustive")
 PAPER_TAG_SPEEDUP = 11.6
+
+
+def by_cost(names, steps: int) -> list[str]:
+    """The registered methods, cheapest first (training steps in all, from each method's `cost`)."""
+    def work(m):
+        cost = get_method(m).cost(names, steps, MethodSettings())
+        return cost.trainings * cost.steps
+
+    return sorted(method_names(), key=work)
 
 
 def main(argv=None) -> None:
@@ -64,16 +74,18 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--counts", default="4000,500,500", help="default: the ground truth's data")
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=None, help="comma-separated (default: every registered method, cheapest first)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "estimation_cost.json"))
     args = p.parse_args(argv)
     runtime.tune_malloc()  # MTL_TUNE_MALLOC=1 only, as in the scripts (mtl.cli.run)
-    methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise SystemExit(f"error: unknown method {unknown[0]!r}; use some of {', '.join(METHODS)}")
     tasks = resolve_tasks(args.tasks, min_tasks=2)
-    data = E.DataSpec("scenes", args.resolution, 0, parse_counts(args.counts))
+    names = tuple(t.name for t in tasks)
+    methods = [m for m in args.methods.split(",") if m] if args.methods else by_cost(names, args.steps)
+    try:
+        planned = {m: get_method(m).cost(names, args.steps, MethodSettings()) for m in methods}
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    data = DataSpec("scenes", args.resolution, 0, parse_counts(args.counts))
     settings = data.check(tasks)
     t0 = time.perf_counter()
     splits = data.load(tasks)
@@ -95,20 +107,23 @@ def main(argv=None) -> None:
     for method in methods:
         with tempfile.TemporaryDirectory() as tmp, ResultsStore(Path(tmp) / "store.sqlite") as store:
             # The data were loaded once above: not part of any estimator's cost.
-            runner = E.Runner(tasks, data, dataclasses.replace(cfg, steps_per_call=25), tmp, store, progress=False,
-                              data_settings=settings, splits=splits)
+            runner = Runner(tasks, data, dataclasses.replace(cfg, steps_per_call=25), tmp, store, progress=False,
+                            data_settings=settings, splits=splits)
             t = time.perf_counter()
-            E.estimate(method, runner)
+            get_method(method).estimate(runner, MethodSettings())
             seconds[method] = time.perf_counter() - t
             trained[method] = sum(1 for e in runner.log if not e["reused"])
-        print(f"{method}: {seconds[method]:.1f} s ({trained[method]} trainings)", flush=True)
+        if trained[method] != planned[method].trainings:
+            raise SystemExit(f"error: {method} trained {trained[method]} networks, its cost says "
+                             f"{planned[method].trainings}")
+        print(f"{method}: {seconds[method]:.1f} s ({planned[method].what}, {planned[method].steps} steps)", flush=True)
     unit_runs.append(all_task_run())
     unit = sum(unit_runs) / len(unit_runs)
     units = {m: s / unit for m, s in seconds.items()}
     print(f"\nall-task run (the unit): {unit:.1f} s (before {unit_runs[0]:.1f}, after {unit_runs[1]:.1f})")
-    print(f"{'estimator':<12}{'seconds':>9}{'all-task runs':>15}{'trainings':>11}")
+    print(f"{'estimator':<12}{'seconds':>9}{'all-task runs':>15}{'trainings':>11}{'steps each':>12}")
     for m in methods:
-        print(f"{m:<12}{seconds[m]:>9.1f}{units[m]:>15.2f}{trained[m]:>11}")
+        print(f"{m:<12}{seconds[m]:>9.1f}{units[m]:>15.2f}{trained[m]:>11}{planned[m].steps:>12}")
     ratio = units["hoa"] / units["tag"] if "hoa" in units and "tag" in units else None
     if ratio is not None:
         print(f"hoa / tag = {ratio:.1f}x here; Fifty et al. report TAG {PAPER_TAG_SPEEDUP}x faster than the prior method")
@@ -120,6 +135,7 @@ def main(argv=None) -> None:
         "tasks": [t.name for t in tasks], "resolution": args.resolution, "steps": args.steps,
         "batch_size": args.batch_size, "counts": list(parse_counts(args.counts)),
         "all_task_run_seconds": unit_runs, "seconds": seconds, "units": units, "trainings": trained,
+        "steps_each": {m: planned[m].steps for m in methods},
         "hoa_over_tag": ratio, "paper_tag_speedup_over_prior": PAPER_TAG_SPEEDUP,
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
     }

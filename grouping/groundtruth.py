@@ -1,27 +1,37 @@
 """Ground truth: every candidate network trained, and how good each estimator's choice is.
 
-`collect` runs every estimator (`grouping.estimators`) through one Runner per
+`collect` runs every estimator (`grouping.methods`) through one Runner per
 seed: exhaustive trains all 2^n - 1 full-size subset networks and the n
 half-size singles with the full schedule (as ensembles), esa the same networks
 with the short schedule, hoa reads the singles and pairs back from the store,
-tag and cs share one all-task affinity run. The record keeps every network's
-validation and test losses, so `evaluate` needs no training.
+tag and cs share one all-task affinity run. The record keeps what each
+method's `Method.record` says (every network's validation and test losses,
+the early losses, the affinity matrices), so `evaluate` needs no training.
 
-`evaluate` answers, for every budget and seed, Standley et al.'s question:
-each method chooses networks on its own evidence (validation losses, early
-losses, HOA predictions or affinities) and the choice is scored on the TEST
-losses of the fully trained networks, each task counting the lowest test loss
-among the chosen networks that do it (Standley's scoring). ``optimal`` is the
-exhaustive choice (selected on validation losses). Baselines: one all-task
+`evaluate` answers, for every budget and seed, Standley et al.'s question
+with the code find_groups runs: each method's estimate is rebuilt from the
+record by the registry (`Method.from_record`), chosen on with
+`grouping.choose.choose` (its own evidence: validation losses, early
+losses, HOA predictions or affinities), and the choice is scored with
+`grouping.choose.score` on the TEST losses of the fully trained networks,
+each task counting the lowest test loss among the chosen networks that do it
+(Standley's scoring). ``optimal`` is exhaustive's choice (selected on
+validation losses). Baselines (`grouping.choose.baselines`): one all-task
 network, independent networks (full-size singles when the budget holds n of
-them, half-size when it holds n/2), and random groupings: every set partition
-of the tasks into at most floor(budget) full-size networks, equally likely
-(exact mean and worst, by enumeration).
+them, half-size when it holds n/2), and random groupings: every set
+partition of the tasks into at most floor(budget) full-size networks,
+equally likely (exact mean and worst, by enumeration). Every total is the
+objective (`grouping.objective`, default ``relative``: the mean over tasks
+of the test loss over the task's full-size single-task network's test loss;
+``loss``: Standley's sum).
 
 Regret of a method at a budget = (its test total - optimal's) / optimal's, in
 %. Over seeds, each seed is a complete replicate of the whole procedure; a
 mean regret no larger than its seed-to-seed standard deviation is reported as
-within seed noise.
+within seed noise. Also reported: each task's change (%) in every choice
+against one all-task network and against its independent full-size network,
+and the pairwise transfer table (task t's change in the pair network {t,u}
+against t alone), each as mean ± std over seeds.
 """
 
 from __future__ import annotations
@@ -32,15 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from grouping.estimators import partitions
-from grouping.selection import (
-    Network,
-    hoa_candidates,
-    network_label,
-    select_groups_tag,
-    select_networks,
-    subsets_by_size,
-)
+from grouping.choose import Choice, baseline_totals, baselines, choose, per_task_losses, score, task_changes
+from grouping.methods import MethodSettings, get_method
+from grouping.objective import DEFAULT_OBJECTIVE, Objective, change_percent, get_objective
+from grouping.selection import network_label
 
 #: The five tasks, in the column order of Standley's tables (s, d, n, k, t).
 TASKS = ("seg", "depth", "normals", "keypoints", "edges")
@@ -51,6 +56,8 @@ TASKS = ("seg", "depth", "normals", "keypoints", "edges")
 HELDOUT_TASKS = ("autoencoder", "occlusion", "reshading", "curvature")
 ESTIMATORS = ("esa", "hoa", "tag", "cs")
 METHODS = ("optimal",) + ESTIMATORS
+#: The registered method behind each evaluated one: "optimal" is exhaustive training's choice.
+METHOD_NAMES = {"optimal": "exhaustive", **{m: m for m in ESTIMATORS}}
 BUDGETS = tuple(b / 2 for b in range(2, 11))  # 1, 1.5, ..., 5
 #: Targets of the ground-truth issue (regret in %, averaged over budgets).
 TARGETS = {"tag": 2.0, "hoa": 1.0}
@@ -61,30 +68,15 @@ TARGET_GAIN_AT_2 = 5.0  # optimal at budget 2 vs one all-task network, %
 # Collecting (training).
 
 
-def _losses(trained: Sequence, split: str) -> dict[str, dict[str, float]]:
-    return {tr.spec.label: {t: tr.loss(t, split) for t in tr.spec.tasks} for tr in trained}
-
-
-def collect(runner, *, esa_fraction: float, every: int) -> dict[str, Any]:
+def collect(runner, settings: MethodSettings) -> dict[str, Any]:
     """Trains (or reads back from the store) everything the evaluation needs, for one seed."""
-    from grouping import estimators as E
-
     record: dict[str, Any] = {"seconds": {}}
-    for method in ("exhaustive", "esa", "hoa", "tag", "cs"):
+    for name in METHOD_NAMES.values():
+        method = get_method(name)
         start = len(runner.log)
-        est = E.estimate(method, runner, esa_fraction=esa_fraction, every=every)
-        record["seconds"][method] = math.fsum(e["seconds"] for e in runner.log[start:])
-        if method == "exhaustive":
-            record["validation"] = _losses(est.trained, "validation")
-            record["test"] = _losses(est.trained, "test")
-        elif method == "esa":
-            record["early_validation"] = _losses(est.trained, "validation")
-            record["early_steps"] = est.trained[0].steps
-        elif method in ("tag", "cs"):
-            record[method] = np.asarray(est.affinity).tolist()
-            run = est.extra.get("affinity_run", {})
-            record["affinity_run"] = {s: {t: float(run[s][t]["loss"]) for t in runner.names}
-                                      for s in ("validation", "test") if s in run}
+        est = method.estimate(runner, settings)
+        record["seconds"][name] = math.fsum(e["seconds"] for e in runner.log[start:])
+        record.update(method.record(est))
     return record
 
 
@@ -92,68 +84,39 @@ def collect(runner, *, esa_fraction: float, every: int) -> dict[str, Any]:
 # Evaluating (no training).
 
 
-def table(losses: Mapping[str, Mapping[str, float]], names: Sequence[str]) -> list[Network]:
-    """Candidate networks (half singles at 0.5, full subsets at 1) from label -> {task: loss}."""
-    out = [Network((t,), 0.5, {t: float(losses[network_label((t,), True)][t])}, network_label((t,), True))
-           for t in names]
-    out += [Network(s, 1.0, {t: float(losses[network_label(s)][t]) for t in s}) for s in subsets_by_size(names)]
-    return out
+def choices(record: Mapping[str, Any], names: Sequence[str], budgets: Sequence[float],
+            objective: str | Objective = DEFAULT_OBJECTIVE) -> dict[str, list[Choice]]:
+    """method -> its choice at each budget: the estimate rebuilt from the record, chosen on by `choose`."""
+    return {m: choose(get_method(name).from_record(record, names), budgets, objective)
+            for m, name in METHOD_NAMES.items()}
 
 
-def test_total(labels: Sequence[str], test: Mapping[str, Mapping[str, float]], names: Sequence[str]) -> float:
-    """Sum over tasks of the lowest test loss among the networks `labels` that do the task."""
-    total = []
-    for t in names:
-        values = [test[label][t] for label in labels if t in test[label]]
-        if not values:
-            raise ValueError(f"no chosen network does task {t!r}: {labels}")
-        total.append(min(values))
-    return math.fsum(total)
+def pairwise_transfer(losses: Mapping[str, Mapping[str, float]], names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """t -> u -> task t's change (%) in the full-size pair network {t,u} against t's full-size single."""
+    return {t: {u: change_percent({t: losses[network_label(tuple(x for x in names if x in (t, u)))][t]},
+                                  {t: losses[network_label((t,))][t]})[t]
+                for u in names if u != t} for t in names}
 
 
-def choices(record: Mapping[str, Any], names: Sequence[str], budgets: Sequence[float]) -> dict[str, list[list[str]]]:
-    """method -> for each budget, the labels of the networks it chooses."""
-    out: dict[str, list[list[str]]] = {}
-    val = table(record["validation"], names)
-    for method, cands in (("optimal", val), ("esa", table(record["early_validation"], names)),
-                          ("hoa", hoa_candidates([nw for nw in val if len(nw.tasks) <= 2], higher_order_cost=1.0))):
-        out[method] = [[nw.label for nw in sel.networks] for sel in select_networks(cands, budgets, tasks=names)]
-    for method in ("tag", "cs"):
-        matrix = np.asarray(record[method], dtype=np.float64)  # row = source, column = target
-        ks = sorted({int(math.floor(b + 1e-9)) for b in budgets})
-        by_k = dict(zip(ks, select_groups_tag((tuple(names), matrix.T), ks)))
-        out[method] = [[network_label(tuple(t for t in names if t in nw.tasks))
-                        for nw in by_k[int(math.floor(b + 1e-9))].networks] for b in budgets]
-    return out
-
-
-def evaluate_seed(record: Mapping[str, Any], names: Sequence[str], budgets: Sequence[float]) -> dict[str, Any]:
+def evaluate_seed(record: Mapping[str, Any], names: Sequence[str], budgets: Sequence[float],
+                  objective: str | Objective = DEFAULT_OBJECTIVE) -> dict[str, Any]:
     """Test totals of every method and baseline at every budget for one seed's record."""
+    obj = get_objective(objective)
     test = record["test"]
-    chosen = choices(record, names, budgets)
-    n = len(names)
-    totals: dict[str, list[float | None]] = {m: [test_total(c, test, names) for c in chosen[m]] for m in METHODS}
-    all_in_one = network_label(tuple(names))
-    totals["all_in_one"] = [test_total([all_in_one], test, names) if b >= 1 else None for b in budgets]
-    indep = []
-    for b in budgets:
-        if b >= n - 1e-9:
-            indep.append(test_total([network_label((t,)) for t in names], test, names))
-        elif b >= n / 2 - 1e-9:
-            indep.append(test_total([network_label((t,), True) for t in names], test, names))
-        else:
-            indep.append(None)
-    totals["independent"] = indep
-    rand_mean, rand_worst = [], []
-    for b in budgets:
-        parts = partitions(names, int(math.floor(b + 1e-9)))
-        values = [test_total([network_label(blk) for blk in p], test, names) for p in parts]
-        rand_mean.append(math.fsum(values) / len(values))
-        rand_worst.append(max(values))
-    totals["random_mean"], totals["random_worst"] = rand_mean, rand_worst
+    reference = obj.reference(test, names)
+    chosen = choices(record, names, budgets, obj)
+    totals: dict[str, list[float | None]] = {m: [score(c.specs, test, names, obj, reference) for c in chosen[m]]
+                                             for m in METHODS}
+    base = [baseline_totals(baselines(names, b), test, names, obj, reference) for b in budgets]
+    for key, column in (("all_in_one", "all_in_one"), ("independent", "one_per_task"),
+                        ("random_mean", "random_mean"), ("random_worst", "random_worst")):
+        totals[key] = [row[column] for row in base]
     regret = {m: [100 * (totals[m][i] - totals["optimal"][i]) / totals["optimal"][i] for i in range(len(budgets))]
               for m in METHODS + ("random_mean", "random_worst")}
-    return {"totals": totals, "regret_percent": regret, "choices": chosen}
+    changes = {m: [task_changes(per_task_losses(c.specs, test, names), test, names) for c in chosen[m]]
+               for m in METHODS}
+    return {"totals": totals, "regret_percent": regret, "choices": {m: [c.labels for c in chosen[m]] for m in METHODS},
+            "task_change_percent": changes, "pairwise_transfer_percent": pairwise_transfer(test, names)}
 
 
 def _stats(values: Sequence[float | None]) -> dict[str, float] | None:
@@ -164,12 +127,24 @@ def _stats(values: Sequence[float | None]) -> dict[str, float] | None:
             "min": float(a.min()), "max": float(a.max())}
 
 
-def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS,
-             costs: Mapping[str, float] | None = None) -> dict[str, Any]:
+def _changes_over_seeds(rows: Sequence[Mapping[str, Mapping[str, float] | None]]) -> dict[str, Any]:
+    """{"vs_all_in_one"|"vs_independent": {task: stats over seeds} or None} from one row per seed."""
+    out: dict[str, Any] = {}
+    for key in rows[0]:
+        if any(r[key] is None for r in rows):
+            out[key] = None
+        else:
+            out[key] = {t: _stats([r[key][t] for r in rows]) for t in rows[0][key]}
+    return out
+
+
+def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: Mapping[str, float] | None = None,
+             objective: str | Objective = DEFAULT_OBJECTIVE) -> dict[str, Any]:
     """The whole evaluation of a ground-truth record (`scripts/ground_truth.py`'s JSON)."""
+    obj = get_objective(objective)
     names = tuple(gt["tasks"])
     seeds = sorted(gt["runs"], key=int)
-    per_seed = {s: evaluate_seed(gt["runs"][s], names, budgets) for s in seeds}
+    per_seed = {s: evaluate_seed(gt["runs"][s], names, budgets, obj) for s in seeds}
     keys = list(next(iter(per_seed.values()))["totals"])
     totals = {k: [_stats([per_seed[s]["totals"][k][i] for s in seeds]) for i in range(len(budgets))] for k in keys}
     regret = {k: [_stats([per_seed[s]["regret_percent"][k][i] for s in seeds]) for i in range(len(budgets))]
@@ -204,19 +179,31 @@ def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS,
     headroom = []
     for seed in seeds:
         test = gt["runs"][seed]["test"]
-        oracle = math.fsum(min(row[t] for row in test.values() if t in row) for t in names)
-        headroom.append(100 * (1 - oracle / test_total([network_label(tuple(names))], test, names)))
+        reference = obj.reference(test, names)
+        oracle = score(list(test), test, names, obj, reference)
+        headroom.append(100 * (1 - oracle / score([network_label(names)], test, names, obj, reference)))
     targets = {
         **{f"{m}_average_regret_at_most_{v:g}%": average[m]["mean"] <= v for m, v in TARGETS.items()},
         **{f"{m}_better_than_random_mean_on_average": beats_random[m] for m in ESTIMATORS},
         f"optimal_at_budget_2_at_least_{TARGET_GAIN_AT_2:g}%_below_all_in_one": (gain_at_2 or 0) >= TARGET_GAIN_AT_2,
     }
+    changes = {m: [_changes_over_seeds([per_seed[s]["task_change_percent"][m][i] for s in seeds])
+                   for i in range(len(budgets))] for m in METHODS}
+    transfer = {t: {u: _stats([per_seed[s]["pairwise_transfer_percent"][t][u] for s in seeds]) for u in names if u != t}
+                for t in names}
     return {
         "tasks": list(names), "seeds": [int(s) for s in seeds], "budgets": list(budgets),
+        "objective": obj.name, "totals": obj.quantity,
         "test_total": totals, "regret_percent": regret, "average_regret_percent": average,
         "optimal_choice_changes_between_seeds": optimal_changes,
         "optimal_gain_over_all_in_one_at_budget_2_percent": gain_at_2,
         "headroom_over_all_in_one_percent": _stats(headroom),
+        "task_change_percent": changes,
+        "pairwise_transfer_percent": {
+            "definition": "100 (L(t|{t,u}) / L(t|{t}) - 1) on test losses: task t's change in the full-size pair "
+                          "network with u against t's full-size single-task network; negative = u helps t",
+            "orientation": "change[t][u]: t = the task whose loss changes (row), u = its partner (column)",
+            "change": transfer},
         "cost_all_task_runs": dict(costs) if costs else None,
         "targets": targets, "per_seed": per_seed, "networks": networks,
     }
@@ -239,7 +226,10 @@ def markdown(ev: Mapping[str, Any]) -> str:
         for st in ev["test_total"][k]:
             cells.append("" if st is None else f"{st['mean']:.4f} ± {st['std']:.4f}")
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
-    out = ["Total test loss (mean ± std over seeds " + ", ".join(map(str, ev["seeds"])) + ") by budget:", "", *rows, ""]
+    seeds = ", ".join(map(str, ev["seeds"]))
+    what = "Total test loss" if ev.get("objective", "loss") == "loss" else \
+        "Mean relative test loss (each task's test loss over its full-size single-task network's, mean over tasks)"
+    out = [f"{what}, mean ± std over seeds {seeds}, by budget:", "", *rows, ""]
     costs = ev.get("cost_all_task_runs") or {}
     out += ["| estimator | mean regret vs optimal (%) | ± std over seeds | within seed noise | cost (all-task runs) |",
             "|---|---|---|---|---|"]
@@ -252,12 +242,48 @@ def markdown(ev: Mapping[str, Any]) -> str:
         out += ["", f"Optimal's evidence, exhaustive training, costs {costs['exhaustive']:.2f} all-task runs."]
     changes = [f"{b:g}" for b, c in zip(budgets, ev["optimal_choice_changes_between_seeds"]) if c]
     out += ["", f"Optimal choice differs between seeds at budgets: {', '.join(changes) or 'none'}.",
-            f"Optimal at budget 2 vs one all-task network: {ev['optimal_gain_over_all_in_one_at_budget_2_percent']:.1f}% lower test loss. "
+            f"Optimal at budget 2 vs one all-task network: {ev['optimal_gain_over_all_in_one_at_budget_2_percent']:.1f}% lower "
+            f"{'' if ev.get('objective', 'loss') == 'loss' else 'mean relative '}test loss. "
             f"Headroom (every task served by its best network of all {len(ev['networks'])}, no budget): "
             f"{ev['headroom_over_all_in_one_percent']['mean']:.1f}% (seeds {ev['headroom_over_all_in_one_percent']['min']:.1f} to "
             f"{ev['headroom_over_all_in_one_percent']['max']:.1f}%).",
             "", "Targets: " + "; ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in ev["targets"].items()), ""]
+    if "task_change_percent" in ev:
+        out += _change_tables(ev) + _transfer_table(ev)
     return "\n".join(out)
+
+
+def _cell(st: Mapping[str, float] | None) -> str:
+    return "" if st is None else f"{st['mean']:+.1f} ± {st['std']:.1f}"
+
+
+def _change_tables(ev: Mapping[str, Any], budget: float = 2.0) -> list[str]:
+    """Each task's change (%) in every method's choice at `budget`, against the two references."""
+    if budget not in ev["budgets"]:
+        return []
+    i, names = ev["budgets"].index(budget), ev["tasks"]
+    out = []
+    for key, against in (("vs_all_in_one", "one all-task network"),
+                         ("vs_independent", "its independent full-size network")):
+        out += [f"Each task's test-loss change (%) in the choice at budget {budget:g} against {against} "
+                "(mean ± std over seeds; negative = better):", "",
+                "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for m in METHODS:
+            row = ev["task_change_percent"][m][i][key]
+            out.append(f"| {LABELS[m]} | " + " | ".join(_cell(row[t] if row else None) for t in names) + " |")
+        out.append("")
+    return out
+
+
+def _transfer_table(ev: Mapping[str, Any]) -> list[str]:
+    """Standley's pairwise table: task t's change (%) in the pair network {t,u} against t alone."""
+    names, change = ev["tasks"], ev["pairwise_transfer_percent"]["change"]
+    out = ["Pairwise transfer: the row task's test-loss change (%) in the full-size pair network with the column "
+           "task, against the row task alone (mean ± std over seeds; negative = the partner helps):", "",
+           "| task \\ partner | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for t in names:
+        out.append(f"| {t} | " + " | ".join("" if u == t else _cell(change[t][u]) for u in names) + " |")
+    return out + [""]
 
 
 def plot(ev: Mapping[str, Any], path) -> None:
@@ -267,7 +293,7 @@ def plot(ev: Mapping[str, Any], path) -> None:
     import matplotlib.pyplot as plt
 
     budgets = np.asarray(ev["budgets"])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.6, 4.5))
     styles = {"optimal": ("k", "-", "o"), "esa": ("tab:orange", "-", "s"), "hoa": ("tab:green", "-", "^"),
               "tag": ("tab:blue", "-", "D"), "cs": ("tab:purple", "-", "v"),
               "random_mean": ("tab:gray", "--", None), "random_worst": ("tab:gray", ":", None)}
@@ -282,9 +308,9 @@ def plot(ev: Mapping[str, Any], path) -> None:
             ax.scatter(*zip(*pts), marker=marker, s=60, color="tab:red" if k == "all_in_one" else "tab:brown",
                        label=LABELS[k], zorder=5)
     ax.set_xlabel("inference budget (full-size networks)")
-    ax.set_ylabel("total test loss (lower is better)")
+    ax.set_ylabel(("mean relative" if ev.get("objective", "loss") == "relative" else "total") + " test loss (lower is better)")
     ax.set_title("Choices of each method on " + ", ".join(ev["tasks"]))
-    ax.legend(fontsize=8, ncol=2, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -10,7 +10,8 @@ beside the baselines and writes report.json, report.md, affinity.png and
 curve.png to --out. Every finished network is kept in --out/store.sqlite:
 rerun the same command with the same --out after an interruption and it
 resumes. Bad input: 'error: ...' and exit status 2. The logic lives in
-grouping/ (estimators.py, report.py, store.py).
+grouping/ (find_groups.py; the estimators in methods/, choosing in choose.py,
+the objective in objective.py, the report in report.py).
 """
 
 from __future__ import annotations
@@ -25,23 +26,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtl import cli  # noqa: E402
 
-METHODS = ("exhaustive", "esa", "hoa", "tag", "cs")
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage block
         self.exit(2, f"error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from grouping.estimators import AFFINITY_EVERY, DEFAULT_METHOD, ESA_FRACTION
-    from grouping.report import DEFAULT_STEPS
+    from grouping.find_groups import DEFAULT_METHOD, DEFAULT_STEPS
+    from grouping.methods import ESA_FRACTION, method_names
+    from grouping.objective import DEFAULT_OBJECTIVE, OBJECTIVES
+    from grouping.runner import AFFINITY_EVERY
 
     p = _Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default="seg,depth,normals,edges", help="task names or aliases, comma-separated (at least 2)")
     p.add_argument("--budget", "--budgets", dest="budget", default="2",
                    help="inference budget(s) in full-size networks: 2, a list 1,2,3 or a range 1:5:0.5")
-    p.add_argument("--method", default=DEFAULT_METHOD, help=f"{' | '.join(METHODS)} (default {DEFAULT_METHOD})")
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"{' | '.join(method_names())} (default {DEFAULT_METHOD})")
+    p.add_argument("--objective", default=DEFAULT_OBJECTIVE,
+                   help=f"{' | '.join(OBJECTIVES)} (default {DEFAULT_OBJECTIVE}): relative = mean over tasks of the "
+                        "loss over the task's single-task loss; loss = the sum of losses (Standley et al.)")
     p.add_argument("--data", default="scenes", help="'scenes' (embedded, default) or a Taskonomy-layout directory")
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--counts", default=None, help="train,validation,test scenes (default 4000,500,500; scenes only)")
@@ -67,12 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from grouping.estimators import DataSpec
-    from grouping.report import Options, find_groups
+    from grouping.find_groups import Options, find_groups
+    from grouping.runner import DataSpec
     from grouping.tables import parse_budgets
 
-    if args.method not in METHODS:
-        raise ValueError(f"unknown method {args.method!r}; use one of {', '.join(METHODS)}")
     counts = cli.parse_counts(args.counts) if args.counts is not None else None
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         raise ValueError("--checkpoint-every must be at least 1")
@@ -80,6 +81,7 @@ def main(argv=None) -> int:
         tasks=args.tasks,
         budgets=parse_budgets(args.budget),
         method=args.method,
+        objective=args.objective,
         data=DataSpec(args.data, args.resolution, args.data_seed, counts),
         steps=args.steps,
         batch_size=args.batch_size,

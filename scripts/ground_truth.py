@@ -3,6 +3,7 @@
 
     python scripts/ground_truth.py                      # train (resumable), write tables, evaluate
     python scripts/ground_truth.py --evaluate-only      # re-evaluate the committed record, no training
+    python scripts/ground_truth.py --evaluate-only --objective loss   # Standley's summed loss instead
 
 For the tasks seg, depth, normals, keypoints, edges (Standley's columns s, d,
 n, k, t) and each seed, trains the 31 full-size subset networks and the 5
@@ -14,7 +15,8 @@ store in --run-dir (kill it and rerun: finished networks are kept). Writes to
   seed<s>/results.txt, results_test.txt, results_20.txt   Standley-format tables
   mean/results*.txt                                       the same, mean over seeds
   ground_truth.json      every network's losses, the affinity matrices, settings
-  evaluation.json/.md    test totals, regrets, seeds (grouping/groundtruth.py)
+  evaluation.json/.md    test totals, regrets, per-task changes, pairwise transfers, seeds
+                         (grouping/groundtruth.py), under --objective (default relative)
   curve.png              total test loss against budget, like Standley's figure
 
 The tables run directly through `python scripts/select_networks.py --table
@@ -45,6 +47,7 @@ LETTERS = ("s", "d", "n", "k", "t")
 
 def build_parser() -> argparse.ArgumentParser:
     from grouping.groundtruth import TASKS
+    from grouping.objective import DEFAULT_OBJECTIVE, OBJECTIVES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default=",".join(TASKS), help="the tasks (default: Standley's task set 1, in his column order)")
@@ -58,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--esa-fraction", type=float, default=0.2)
     p.add_argument("--every", type=int, default=10, help="tag/cs: measure affinity every N steps")
     p.add_argument("--budgets", default="1:5:0.5")
+    p.add_argument("--objective", default=DEFAULT_OBJECTIVE, choices=OBJECTIVES,
+                   help="what the totals are: relative (mean of loss / single-task loss; default) or loss (sum)")
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--run-dir", default=str(ROOT / "runs" / "ground_truth"), help="results store and checkpoints")
     p.add_argument("--devices", type=int, default=None, help="ensembles: devices to shard over")
@@ -77,14 +82,15 @@ def device_info() -> dict:
 def train(args, names, seeds, out: Path) -> dict:
     import dataclasses
 
-    from grouping import estimators as E
     from grouping.groundtruth import collect
+    from grouping.methods import MethodSettings
+    from grouping.runner import DataSpec, Runner, train_settings
     from grouping.store import ResultsStore, code_version
     from mtl.train import TrainConfig
     from tasks.registry import resolve_tasks
 
     tasks = resolve_tasks(names)
-    data = E.DataSpec("scenes", args.resolution, args.data_seed, cli.parse_counts(args.counts))
+    data = DataSpec("scenes", args.resolution, args.data_seed, cli.parse_counts(args.counts))
     data_settings = data.check(tasks)
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +98,7 @@ def train(args, names, seeds, out: Path) -> dict:
     cfg0 = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr)
     gt = {
         "tasks": list(names), "letters": list(LETTERS[: len(names)]) if len(names) == 5 else list(names),
-        "settings": {"train": E.train_settings(cfg0), "data": data_settings, "esa_fraction": args.esa_fraction,
+        "settings": {"train": train_settings(cfg0), "data": data_settings, "esa_fraction": args.esa_fraction,
                      "every": args.every, "code_version": code_version(), "device": device_info(),
                      "command": " ".join(map(shlex.quote, ["scripts/ground_truth.py", *sys.argv[1:]]))},
         "runs": {},
@@ -101,10 +107,10 @@ def train(args, names, seeds, out: Path) -> dict:
     with ResultsStore(run_dir / "store.sqlite") as store:
         for seed in seeds:
             cfg = dataclasses.replace(cfg0, seed=seed)
-            runner = E.Runner(tasks, data, cfg, run_dir, store, progress=not args.quiet,
+            runner = Runner(tasks, data, cfg, run_dir, store, progress=not args.quiet,
                               data_settings=data_settings, devices=args.devices)
             t0 = time.perf_counter()
-            record = collect(runner, esa_fraction=args.esa_fraction, every=args.every)
+            record = collect(runner, MethodSettings(esa_fraction=args.esa_fraction, every=args.every))
             record["wall_seconds"] = time.perf_counter() - t0
             record["data_seconds"] = runner.data_seconds
             gt["runs"][str(seed)] = record
@@ -173,7 +179,7 @@ def main(argv=None) -> int:
     cost_file = ROOT / "benchmarks" / "results" / "estimation_cost.json"
     if cost_file.is_file():
         costs = json.loads(cost_file.read_text()).get("units")
-    ev = G.evaluate(gt, budgets, costs)
+    ev = G.evaluate(gt, budgets, costs, args.objective)
     (out / "evaluation.json").write_text(json.dumps(ev, indent=1) + "\n")
     md = G.markdown(ev)
     (out / "evaluation.md").write_text(md)

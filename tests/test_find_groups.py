@@ -71,8 +71,9 @@ def assert_same(a, b, path="report"):
         assert a == b, f"{path}: {a!r} != {b!r}"
 
 
-def brute_force(candidates: list[dict], tasks: list[str], budget: float) -> float:
-    """Lowest predicted total over every set of candidates within the budget covering all tasks."""
+def brute_force(candidates: list[dict], tasks: list[str], budget: float, weight: dict[str, float]) -> float:
+    """Lowest predicted total (each task's loss times its weight) over every set of candidates
+    within the budget covering all tasks."""
     best = math.inf
     for k in range(1, len(candidates) + 1):
         for combo in itertools.combinations(candidates, k):
@@ -80,7 +81,7 @@ def brute_force(candidates: list[dict], tasks: list[str], budget: float) -> floa
                 continue
             if not set(tasks) <= {t for c in combo for t in c["tasks"]}:
                 continue
-            total = sum(min(c["predicted"][t] for c in combo if t in c["tasks"]) for t in tasks)
+            total = sum(weight[t] * min(c["predicted"][t] for c in combo if t in c["tasks"]) for t in tasks)
             best = min(best, total)
     return best
 
@@ -92,6 +93,10 @@ def test_tiny_run_writes_a_consistent_report(reference):
     assert tasks == ["seg", "depth"] and report["method"] == "exhaustive"
     assert report["budgets"] == [1.0, 1.5, 2.0, 2.5]
     assert len(report["candidates"]) == 5 and len(report["trained_networks"]) == 5
+    val = {nw["label"]: nw["validation"] for nw in report["trained_networks"]}
+    # The default objective, by hand: the mean over tasks of the loss over the full-size single's loss.
+    assert report["objective"] == "relative"
+    weight = {t: 1 / (len(tasks) * val[t][t]["loss"]) for t in tasks}
     for sel in report["selections"]:
         covered = {t for nw in sel["networks"] for t in nw["tasks"]}
         assert covered == set(tasks), sel
@@ -100,14 +105,16 @@ def test_tiny_run_writes_a_consistent_report(reference):
         # The total is what the chosen networks reach, and no selection within the budget does better.
         by_label = {nw["label"]: nw for nw in sel["networks"]}
         assert sel["predicted_total"] == pytest.approx(
-            sum(by_label[sel["assignment"][t]]["predicted"][t] for t in tasks))
-        assert sel["predicted_total"] == pytest.approx(brute_force(report["candidates"], tasks, sel["budget"]))
+            sum(weight[t] * by_label[sel["assignment"][t]]["predicted"][t] for t in tasks))
+        assert sel["predicted_total"] == pytest.approx(brute_force(report["candidates"], tasks, sel["budget"], weight))
+        for t in tasks:
+            assert sel["task_change_percent"]["vs_all_in_one"][t] == pytest.approx(
+                100 * (by_label[sel["assignment"][t]]["predicted"][t] / val["seg+depth"][t]["loss"] - 1))
         base = sel["baselines"]
         assert base["all_in_one"]["predicted_total"] >= sel["predicted_total"] - 1e-9
         assert base["random"]["count"] == (1 if sel["budget"] < 2 else 2)
         assert (base["one_per_task"]["networks"][0]["width"] == ("full" if sel["budget"] >= 2 else "half"))
     # The predictions are the trained networks' validation losses.
-    val = {nw["label"]: nw["validation"] for nw in report["trained_networks"]}
     for c in report["candidates"]:
         for t, v in c["predicted"].items():
             assert v == pytest.approx(val[c["label"]][t]["loss"])

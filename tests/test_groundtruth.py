@@ -17,21 +17,31 @@ BUDGETS = (1.0, 1.5, 2.0, 2.5, 3.0)
 REPO = Path(__file__).resolve().parents[1]
 
 
-def random_record(seed):
+def random_record(seed, names=NAMES):
+    """One seed's record as collect writes it, with random losses in [0.1, 1) and affinities in [-1, 1)."""
     rng = random.Random(seed)
-    labels = [network_label((t,), True) for t in NAMES] + [network_label(s) for s in subsets_by_size(NAMES)]
-    tasks_of = {network_label((t,), True): (t,) for t in NAMES} | {network_label(s): s for s in subsets_by_size(NAMES)}
+    labels = [network_label((t,), True) for t in names] + [network_label(s) for s in subsets_by_size(names)]
+    tasks_of = {network_label((t,), True): (t,) for t in names} | {network_label(s): s for s in subsets_by_size(names)}
     rec = {key: {lbl: {t: rng.uniform(0.1, 1.0) for t in tasks_of[lbl]} for lbl in labels}
            for key in ("validation", "test", "early_validation")}
-    rec["tag"] = [[0.0 if i == j else rng.uniform(-1, 1) for j in range(3)] for i in range(3)]
-    rec["cs"] = [[0.0 if i == j else rng.uniform(-1, 1) for j in range(3)] for i in range(3)]
+    n = len(names)
+    rec["tag"] = [[0.0 if i == j else rng.uniform(-1, 1) for j in range(n)] for i in range(n)]
+    rec["cs"] = [[0.0 if i == j else rng.uniform(-1, 1) for j in range(n)] for i in range(n)]
+    everything = network_label(names)
+    rec["affinity_run"] = {split: dict(rec[split][everything]) for split in ("validation", "test")}
     return rec, tasks_of
 
 
-def brute_force(losses, test, tasks_of, budget):
-    """Cheapest-valued cover by validation, scored on test: every subset of the 10 candidates."""
+def weights(losses, relative):
+    """Per-task factor of the objective, by hand: 1 (loss) or 1 / (n L(t|{t})) (relative)."""
+    return {t: 1 / (len(NAMES) * losses[t][t]) if relative else 1.0 for t in NAMES}
+
+
+def brute_force(losses, test, tasks_of, budget, relative=False):
+    """Best-valued cover by `losses`, scored on test: every subset of the 10 candidates."""
     labels = list(losses)
     cost = {lbl: 0.5 if lbl.startswith("half:") else 1.0 for lbl in labels}
+    w, w_test = weights(losses, relative), weights(test, relative)
     best = None
     for r in range(1, len(labels) + 1):
         for chosen in itertools.combinations(labels, r):
@@ -39,20 +49,30 @@ def brute_force(losses, test, tasks_of, budget):
                 continue
             if not all(any(t in tasks_of[c] for c in chosen) for t in NAMES):
                 continue
-            value = sum(min(losses[c][t] for c in chosen if t in tasks_of[c]) for t in NAMES)
+            value = sum(w[t] * min(losses[c][t] for c in chosen if t in tasks_of[c]) for t in NAMES)
             if best is None or value < best[0] - 1e-12:
                 best = (value, chosen)
     value, chosen = best
-    return sum(min(test[c][t] for c in chosen if t in tasks_of[c]) for t in NAMES)
+    return sum(w_test[t] * min(test[c][t] for c in chosen if t in tasks_of[c]) for t in NAMES)
 
 
+@pytest.mark.parametrize("objective", ["relative", "loss"])
 @pytest.mark.parametrize("seed", range(5))
-def test_optimal_and_esa_equal_brute_force_and_baselines_are_hand_checked(seed):
+def test_optimal_and_esa_equal_brute_force(seed, objective):
     rec, tasks_of = random_record(seed)
-    ev = G.evaluate_seed(rec, NAMES, BUDGETS)
+    ev = G.evaluate_seed(rec, NAMES, BUDGETS, objective)
+    relative = objective == "relative"
     for i, b in enumerate(BUDGETS):
-        assert ev["totals"]["optimal"][i] == pytest.approx(brute_force(rec["validation"], rec["test"], tasks_of, b))
-        assert ev["totals"]["esa"][i] == pytest.approx(brute_force(rec["early_validation"], rec["test"], tasks_of, b))
+        assert ev["totals"]["optimal"][i] == pytest.approx(
+            brute_force(rec["validation"], rec["test"], tasks_of, b, relative))
+        assert ev["totals"]["esa"][i] == pytest.approx(
+            brute_force(rec["early_validation"], rec["test"], tasks_of, b, relative))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_baselines_are_hand_checked(seed):
+    rec, tasks_of = random_record(seed)
+    ev = G.evaluate_seed(rec, NAMES, BUDGETS, "loss")
     test = rec["test"]
     abc = sum(test["a+b+c"].values())
     assert ev["totals"]["all_in_one"] == [pytest.approx(abc)] * len(BUDGETS)
@@ -83,7 +103,7 @@ def test_tag_choice_follows_the_affinities():
     # {a,b,c} gives a (0.9 - 0.5) / 2. TAG discourages singletons, so {c} alone loses too.
     rec["tag"] = [[0, 0.9, -0.5], [0.9, 0, 0.6], [-0.5, 0.1, 0]]
     chosen = G.choices(rec, NAMES, (2.0,))["tag"][0]
-    assert sorted(chosen) == ["a+b", "b+c"]
+    assert sorted(chosen.labels) == ["a+b", "b+c"]
 
 
 def test_seeds_are_aggregated_and_noise_is_flagged():
@@ -124,7 +144,7 @@ def test_a_committed_network_retrains_to_its_stored_losses(tmp_path, monkeypatch
         pytest.skip("no committed ground truth yet (python scripts/ground_truth.py)")
     import dataclasses
 
-    from grouping import estimators as E
+    from grouping.runner import DataSpec
     from mtl.train import TrainConfig, train_and_evaluate
     from tasks.registry import resolve_tasks
 
@@ -138,7 +158,7 @@ def test_a_committed_network_retrains_to_its_stored_losses(tmp_path, monkeypatch
     assert data["renderer"] == renderer_fingerprint(), \
         "the renderer changed since the ground truth was recorded: rerun scripts/ground_truth.py"
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
-    spec = E.DataSpec("scenes", data["resolution"], data["seed"], tuple(data["counts"]))
+    spec = DataSpec("scenes", data["resolution"], data["seed"], tuple(data["counts"]))
     tasks = resolve_tasks(gt["tasks"][0])
     report = train_and_evaluate(tasks, spec.load(tasks), cfg, progress=False)
     stored = gt["runs"]["0"]
@@ -161,6 +181,61 @@ def test_select_networks_runs_on_the_committed_tables_and_agrees_with_the_evalua
             proc = subprocess.run(
                 [sys.executable, str(REPO / "scripts" / "select_networks.py"), "--table", str(out / f"seed{seed}" / "results.txt"),
                  "--test-table", str(out / f"seed{seed}" / "results_test.txt"), "--budgets", "1:5:0.5",
-                 "--method", method, "--json"], capture_output=True, text=True, check=True)
+                 "--method", method, "--objective", ev.get("objective", "loss"), "--json"],
+                capture_output=True, text=True, check=True)
             totals = [r["test_total"] for r in json.loads(proc.stdout)["results"]]
             assert totals == pytest.approx(ev["per_seed"][seed]["totals"][key], rel=1e-4), (seed, method)
+
+
+@pytest.mark.parametrize("objective", ["relative", "loss"])
+def test_the_evaluation_chooses_what_find_groups_chooses(objective, tmp_path, monkeypatch):
+    """Every method's choice and the baselines, from find_groups on a store filled with a record's
+    numbers and from the evaluation of that record: the same. The record's test losses are its
+    validation losses, so find_groups' predicted totals (exhaustive) must equal the evaluation's."""
+    import grouping.affinity
+    import mtl.ensemble
+    import mtl.train
+    from grouping.find_groups import Options, find_groups, setup
+    from grouping.runner import DataSpec, candidate_specs
+    from grouping.store import ResultsStore
+
+    names = ("seg", "depth", "normals")
+    rec, _ = random_record(11, names)
+    rec["test"] = rec["validation"]
+    rec["affinity_run"]["test"] = rec["affinity_run"]["validation"]
+    ev = G.evaluate_seed(rec, names, BUDGETS, objective)
+
+    monkeypatch.setattr(mtl.train, "train_and_evaluate", lambda *a, **k: pytest.fail("a network was trained"))
+    monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", lambda *a, **k: pytest.fail("a network was trained"))
+    monkeypatch.setattr(DataSpec, "load", lambda self, tasks: {})
+    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(grouping.affinity, "train_with_affinity", lambda tasks, splits, cfg, **kw: {
+        "tag": np.array(rec["tag"]), "cs": np.array(rec["cs"]), "train_seconds": 1.0,
+        **{split: {t: {"loss": v} for t, v in rec["affinity_run"][split].items()} for split in ("validation", "test")}})
+
+    def options(method):
+        return Options(tasks=",".join(names), budgets=list(BUDGETS), method=method, objective=objective,
+                       data=DataSpec("scenes", 32, 0, (16, 8, 8)), steps=40, out=tmp_path / "run", progress=False)
+
+    s = setup(options("exhaustive"))
+    with ResultsStore(tmp_path / "run" / "store.sqlite") as store:
+        runner = s.runner(options("exhaustive"), store)
+        for spec in candidate_specs(names):
+            for key, steps in (("validation", None), ("early_validation", 8)):  # esa: 0.2 x 40 steps
+                losses = {t: {"loss": v} for t, v in rec[key][spec.label].items()}
+                store.put(runner.settings_for(spec, steps), {"validation": losses, "test": losses, "train_seconds": 0.1})
+    for method, key in (("exhaustive", "optimal"), ("esa", "esa"), ("hoa", "hoa"), ("tag", "tag"), ("cs", "cs")):
+        report = find_groups(options(method), echo=lambda line: None)
+        chosen = [[nw["label"] for nw in sel["networks"]] for sel in report["selections"]]
+        assert chosen == ev["choices"][key], method
+    # exhaustive's report: its predicted totals are the evaluation's totals on the same losses.
+    report = find_groups(options("exhaustive"), echo=lambda line: None)
+    for i, sel in enumerate(report["selections"]):
+        base = sel["baselines"]
+        assert sel["predicted_total"] == pytest.approx(ev["totals"]["optimal"][i])
+        assert base["all_in_one"]["predicted_total"] == pytest.approx(ev["totals"]["all_in_one"][i])
+        if base["one_per_task"] is None:
+            assert ev["totals"]["independent"][i] is None
+        else:
+            assert base["one_per_task"]["predicted_total"] == pytest.approx(ev["totals"]["independent"][i])
+        assert base["random"]["predicted_total"] == pytest.approx(ev["totals"]["random_mean"][i])

@@ -17,8 +17,8 @@ from nbclient import NotebookClient
 import grouping.affinity
 import mtl.ensemble
 import mtl.train
-from grouping import estimators as E
-from grouping.report import Options, find_groups, setup
+from grouping.find_groups import Options, find_groups, setup
+from grouping.runner import DataSpec, candidate_specs
 from grouping.store import ResultsStore
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "affinity_explorer.ipynb"
@@ -26,13 +26,13 @@ TASKS = "seg,depth,edges"
 
 
 def write_report(tmp_path, method, verify=False) -> Path:
-    opts = Options(tasks=TASKS, budgets=[1, 1.5, 2, 3], method=method, data=E.DataSpec("scenes", 32, 0, (16, 8, 8)),
+    opts = Options(tasks=TASKS, budgets=[1, 1.5, 2, 3], method=method, data=DataSpec("scenes", 32, 0, (16, 8, 8)),
                    steps=10, out=tmp_path / method, progress=False, verify=verify)
     s = setup(opts)
     rng = random.Random(0)
     with ResultsStore(tmp_path / method / "store.sqlite") as store:
         runner = s.runner(opts, store)
-        for spec in E.candidate_specs(s.names):
+        for spec in candidate_specs(s.names):
             losses = {t: {"loss": rng.uniform(0.1, 1)} for t in spec.tasks}
             store.put(runner.settings_for(spec), {"validation": losses, "test": losses, "train_seconds": 0.1})
     find_groups(opts, echo=lambda line: None)
@@ -65,6 +65,6 @@ def test_notebook_on_a_tag_report(tmp_path, monkeypatch, no_training):
     z = np.array([[0, 0.2, -0.1], [0.3, 0, 0.05], [-0.2, 0.1, 0]])
     monkeypatch.setattr(grouping.affinity, "train_with_affinity",
                         value=lambda tasks, splits, cfg, **kw: {"tag": z, "cs": z, "train_seconds": 1.0})
-    monkeypatch.setattr(E.DataSpec, "load", lambda self, tasks: {})
+    monkeypatch.setattr(DataSpec, "load", lambda self, tasks: {})
     text = run_notebook(write_report(tmp_path, "tag"), monkeypatch)
     assert "method tag" in text and "TAG score" in text

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from grouping import estimators as E
-from grouping.report import Options, find_groups, setup
+from grouping.find_groups import Options, find_groups, setup
+from grouping.runner import DataSpec, candidate_specs
 from grouping.store import SCHEMA_VERSION, ResultsStore, StoreError, canonical_json, code_version, key_hash
 
 SETTINGS = {"kind": "network", "tasks": ["seg", "depth"], "train": {"steps": 20, "size": 1.0, "seed": 0},
@@ -105,14 +105,14 @@ def test_a_rerun_reuses_every_stored_network_and_trains_nothing(tmp_path, monkey
 
     monkeypatch.setattr(mtl.train, "train_and_evaluate", no_training)
     monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", no_training)
-    monkeypatch.setattr(E.DataSpec, "load", lambda self, tasks: pytest.fail("the data were loaded"))
+    monkeypatch.setattr(DataSpec, "load", lambda self, tasks: pytest.fail("the data were loaded"))
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
     opts = Options(tasks="seg,depth,normals", budgets=[1, 2, 3], method="hoa",
-                   data=E.DataSpec("scenes", 32, 0, (16, 8, 8)), steps=20, out=tmp_path / "run", progress=False)
+                   data=DataSpec("scenes", 32, 0, (16, 8, 8)), steps=20, out=tmp_path / "run", progress=False)
     s = setup(opts)
     with ResultsStore(tmp_path / "run" / "store.sqlite") as store:
         runner = s.runner(opts, store)
-        specs = E.candidate_specs(s.names, max_size=2)
+        specs = candidate_specs(s.names, max_size=2)
         for i, spec in enumerate(specs):
             losses = {t: {"loss": 0.1 * (i + 1) + 0.01 * j} for j, t in enumerate(spec.tasks)}
             store.put(runner.settings_for(spec), {"validation": losses, "test": losses, "train_seconds": 1.0})

@@ -1,8 +1,8 @@
-"""Estimators end to end on stores filled with known numbers: no network is trained.
+"""Estimators (grouping.methods) end to end on stores filled with known numbers: no network is trained.
 
 HOA's prediction formula and the chosen networks against brute force; ESA's
 shortened schedule; exhaustive with --verify; tag/cs through a stand-in for
-the affinity training hook; the baselines.
+the affinity training hook; the baselines; the registry.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ import pytest
 import grouping.affinity
 import mtl.ensemble
 import mtl.train
-from grouping import estimators as E
-from grouping.report import Options, find_groups, setup
+from grouping import choose as C
+from grouping.find_groups import VERIFY_RANDOM_SAMPLES, Options, find_groups, setup
+from grouping.methods import MethodSettings, get_method, method_names
+from grouping.objective import get_objective
+from grouping.runner import DataSpec, NetSpec, candidate_specs
 from grouping.selection import InfeasibleBudgetError, SINGLETON_SCORE, network_label, subsets_by_size
 from grouping.store import ResultsStore
 
@@ -38,7 +41,7 @@ def no_training(monkeypatch, tmp_path):
 
 def options(tmp_path, method, tasks=TASKS, budgets=(1, 1.5, 2, 3), **kw):
     return Options(tasks=",".join(tasks), budgets=list(budgets), method=method,
-                   data=E.DataSpec("scenes", 32, 0, (16, 8, 8)), steps=40, batch_size=8, out=tmp_path / "run",
+                   data=DataSpec("scenes", 32, 0, (16, 8, 8)), steps=40, batch_size=8, out=tmp_path / "run",
                    progress=False, **kw)
 
 
@@ -74,20 +77,21 @@ def brute_force(candidates, tasks, budget):
 
 
 def test_hoa_predicts_from_pairs_and_chooses_optimally(tmp_path, no_training):
-    opts = options(tmp_path, "hoa")
+    opts = options(tmp_path, "hoa", objective="loss")
     s = setup(opts)
     with ResultsStore(tmp_path / "run" / "store.sqlite") as store:
         runner = s.runner(opts, store)
-        trained_specs = E.candidate_specs(TASKS, max_size=2)
+        trained_specs = candidate_specs(TASKS, max_size=2)
         assert len(trained_specs) == 4 + 4 + 6  # half singles, full singles, pairs
+        assert get_method("hoa").cost(TASKS, 40, MethodSettings()).trainings == len(trained_specs)
         table = known_losses(trained_specs)
         fill(store, runner, table)
-        est = E.estimate("hoa", runner)
-        choices = E.choose(est, opts.budgets)
+        est = get_method("hoa").estimate(runner, MethodSettings())
+        choices = C.choose(est, opts.budgets, "loss")
     val = {(s.label, t): v for s, losses in table.items() for t, (v, _) in losses.items()}
     assert len(est.candidates) == 4 + 15
     for subset in subsets_by_size(TASKS):
-        predicted = est.predicted(E.NetSpec(subset))
+        predicted = est.predicted(NetSpec(subset))
         for t in subset:
             if len(subset) <= 2:
                 expected = val[(network_label(subset), t)]
@@ -96,7 +100,7 @@ def test_hoa_predicts_from_pairs_and_chooses_optimally(tmp_path, no_training):
                                     for u in subset if u != t])
             assert predicted[t] == pytest.approx(expected, rel=1e-12)
     for t in TASKS:
-        assert est.predicted(E.NetSpec((t,), 0.5)) == {t: val[(f"half:{t}", t)]}
+        assert est.predicted(NetSpec((t,), 0.5)) == {t: val[(f"half:{t}", t)]}
     for choice in choices:
         assert choice.cost <= choice.budget + 1e-9
         assert {t for sp in choice.specs for t in sp.tasks} == set(TASKS)
@@ -113,15 +117,17 @@ def test_hoa_predicts_from_pairs_and_chooses_optimally(tmp_path, no_training):
 def test_esa_selects_on_a_shortened_schedule(tmp_path, no_training):
     opts = options(tmp_path, "esa", tasks=TASKS[:3], budgets=(1, 2), esa_fraction=0.25)
     s = setup(opts)
-    specs = E.candidate_specs(TASKS[:3])
+    specs = candidate_specs(TASKS[:3])
+    esa, settings = get_method("esa"), MethodSettings(esa_fraction=0.25)
+    assert esa.cost(TASKS[:3], 40, settings).steps == 10
     with ResultsStore(tmp_path / "run" / "store.sqlite") as store:
         runner = s.runner(opts, store)
         fill(store, runner, known_losses(specs, seed=1))  # full schedule only: not what ESA trains
         with pytest.raises(AssertionError, match="trained"):
-            E.estimate("esa", runner, esa_fraction=0.25)
+            esa.estimate(runner, settings)
         early = known_losses(specs, seed=2)
         fill(store, runner, early, steps=10)  # 0.25 * 40 steps
-        est = E.estimate("esa", runner, esa_fraction=0.25)
+        est = esa.estimate(runner, settings)
     assert {tr.steps for tr in est.trained} == {10}
     for spec, losses in early.items():
         assert est.predicted(spec) == {t: v for t, (v, _) in losses.items()}
@@ -130,26 +136,35 @@ def test_esa_selects_on_a_shortened_schedule(tmp_path, no_training):
 def test_exhaustive_with_verify_reads_test_losses_of_the_chosen_networks(tmp_path, no_training):
     opts = options(tmp_path, "exhaustive", tasks=TASKS[:3], budgets=(1, 1.5, 2, 3), verify=True)
     s = setup(opts)
-    specs = E.candidate_specs(TASKS[:3])
+    specs = candidate_specs(TASKS[:3])
     table = known_losses(specs, seed=3)
     with ResultsStore(tmp_path / "run" / "store.sqlite") as store:
         fill(store, s.runner(opts, store), table)
     report = find_groups(opts, echo=lambda line: None)
     assert report["run"]["timing"]["trained"] == 0
     test = {(sp.label, t): w for sp, losses in table.items() for t, (_, w) in losses.items()}
+
+    def relative(losses):  # the default objective by hand: mean over tasks of L_t / L_t(alone, full size)
+        return np.mean([losses[t] / test[(t, t)] for t in TASKS[:3]])
+
+    assert report["objective"] == "relative"
     for sel in report["selections"]:
         m = sel["measured"]
         for t in TASKS[:3]:  # each task's test loss comes from the network chosen for it on validation
             assert m["chosen"]["test"][t] == test[(sel["assignment"][t], t)]
-        assert m["chosen"]["test_total"] == pytest.approx(sum(m["chosen"]["test"].values()))
+            assert m["chosen"]["change_percent"]["vs_independent"][t] == pytest.approx(
+                100 * (m["chosen"]["test"][t] / test[(t, t)] - 1))
+            assert m["chosen"]["change_percent"]["vs_all_in_one"][t] == pytest.approx(
+                100 * (m["chosen"]["test"][t] / test[("seg+depth+normals", t)] - 1))
+        assert m["chosen"]["test_total"] == pytest.approx(relative(m["chosen"]["test"]))
         assert m["all_in_one"]["test_total"] == pytest.approx(
-            sum(test[("seg+depth+normals", t)] for t in TASKS[:3]))
+            relative({t: test[("seg+depth+normals", t)] for t in TASKS[:3]}))
         if sel["budget"] < 1.5:  # three half-size networks cost 1.5
             assert m["one_per_task"] is None and sel["baselines"]["one_per_task"] is None
         else:
             prefix = "half:" if sel["budget"] < 3 else ""
-            assert m["one_per_task"]["test_total"] == pytest.approx(sum(test[(prefix + t, t)] for t in TASKS[:3]))
-        assert len(m["random"]["samples"]) == min(E.VERIFY_RANDOM_SAMPLES, sel["baselines"]["random"]["count"])
+            assert m["one_per_task"]["test_total"] == pytest.approx(relative({t: test[(prefix + t, t)] for t in TASKS[:3]}))
+        assert len(m["random"]["samples"]) == min(VERIFY_RANDOM_SAMPLES, sel["baselines"]["random"]["count"])
     assert (tmp_path / "run" / "curve.png").exists()
 
 
@@ -189,7 +204,7 @@ def test_tag_and_cs_group_by_the_averaged_matrix_and_reuse_the_run(tmp_path, no_
         return {"tag": Z, "cs": CS, "names": [t.name for t in tasks], "train_seconds": 3.0}
 
     monkeypatch.setattr(grouping.affinity, "train_with_affinity", hook)
-    monkeypatch.setattr(E.DataSpec, "load", lambda self, tasks: {})
+    monkeypatch.setattr(DataSpec, "load", lambda self, tasks: {})
     opts = options(tmp_path, method, budgets=(1, 1.5, 2, 3), every=5)
     report = find_groups(opts, echo=lambda line: None)
     assert calls == [(TASKS, 40, 5, "checkpoints")]
@@ -208,35 +223,45 @@ def test_tag_and_cs_group_by_the_averaged_matrix_and_reuse_the_run(tmp_path, no_
 
 
 def test_budgets_below_the_cheapest_cover_are_refused_before_training():
-    assert E.minimum_feasible_budget("hoa", TASKS) == 1.0
-    assert E.minimum_feasible_budget("tag", TASKS) == 1.0
+    assert get_method("hoa").minimum_budget(TASKS) == 1.0
+    assert get_method("tag").minimum_budget(TASKS) == 1.0
     with pytest.raises(InfeasibleBudgetError, match="minimum feasible budget is 1") as info:
-        E.check_budgets("exhaustive", TASKS, [2, 0.5])
+        get_method("exhaustive").check_budgets(TASKS, [2, 0.5])
     assert info.value.min_budget == 1.0
     with pytest.raises(InfeasibleBudgetError):
-        E.check_budgets("tag", TASKS, [0.9])
+        get_method("tag").check_budgets(TASKS, [0.9])
+
+
+def test_the_registry_names_every_method_and_refuses_others():
+    assert set(method_names()) == {"exhaustive", "esa", "hoa", "tag", "cs"}
+    assert all(get_method(m).name == m for m in method_names())
+    with pytest.raises(ValueError, match="unknown method 'magic'; use one of exhaustive, esa, hoa, tag, cs"):
+        get_method("magic")
+    n = len(TASKS)
+    trainings = {m: get_method(m).cost(TASKS, 100, MethodSettings()).trainings for m in method_names()}
+    assert trainings == {"exhaustive": 2 ** n - 1 + n, "esa": 2 ** n - 1 + n, "hoa": 2 * n + n * (n - 1) // 2,
+                         "tag": 1, "cs": 1}
 
 
 def test_partitions_and_baselines():
-    assert [len(E.partitions(TASKS, k)) for k in (1, 2, 3, 4)] == [1, 8, 14, 15]  # Stirling sums; Bell(4) = 15
-    assert len(E.partitions(TASKS)) == 15 and len(E.partitions(TASKS[:3] + ("a", "b", "c"))) == 203
+    assert [len(C.partitions(TASKS, k)) for k in (1, 2, 3, 4)] == [1, 8, 14, 15]  # Stirling sums; Bell(4) = 15
+    assert len(C.partitions(TASKS)) == 15 and len(C.partitions(TASKS[:3] + ("a", "b", "c"))) == 203
     names = TASKS[:3]
-    table = known_losses(E.candidate_specs(names), seed=4)
-    trained = {sp: E.Trained(sp, 40, {t: {"loss": v} for t, (v, _) in losses.items()},
-                             {t: {"loss": w} for t, (_, w) in losses.items()}, 0.0) for sp, losses in table.items()}
-    est = E.Estimate("exhaustive", names, E.predicted_candidates(names, trained, "exhaustive"), np.zeros((3, 3)),
-                     "pair-loss-ratio", list(trained.values()), {sp.label: sp for sp in table})
+    table = known_losses(candidate_specs(names), seed=4)
     val = {(sp.label, t): v for sp, losses in table.items() for t, (v, _) in losses.items()}
-    b = E.baselines(est, 2.0)
-    assert b["all_in_one"]["predicted_total"] == pytest.approx(sum(val[("seg+depth+normals", t)] for t in names))
-    assert b["one_per_task"]["predicted_total"] == pytest.approx(sum(val[(f"half:{t}", t)] for t in names))
+    losses = {sp.label: {t: v for t, (v, _) in ls.items()} for sp, ls in table.items()}
+    loss = get_objective("loss")
+    b = C.baseline_totals(C.baselines(names, 2.0), losses, names, loss, None)
+    assert b["all_in_one"] == pytest.approx(sum(val[("seg+depth+normals", t)] for t in names))
+    assert b["one_per_task"] == pytest.approx(sum(val[(f"half:{t}", t)] for t in names))
     # Random groupings within 2 networks: {sdn}, {s|dn}, {d|sn}, {n|sd}, equally weighted.
     parts = [[("seg", "depth", "normals")], [("seg",), ("depth", "normals")], [("depth",), ("seg", "normals")],
              [("normals",), ("seg", "depth")]]
-    expected = np.mean([sum(val[(network_label(g), t)] for g in p for t in g) for p in parts])
-    assert b["random"]["count"] == 4 and b["random"]["predicted_total"] == pytest.approx(expected)
-    assert E.baselines(est, 1.0)["one_per_task"] is None
-    assert E.baselines(est, 3.0)["one_per_task"]["specs"][0].size == 1.0
+    totals = [sum(val[(network_label(g), t)] for g in p for t in g) for p in parts]
+    assert len(C.baselines(names, 2.0).random) == 4
+    assert b["random_mean"] == pytest.approx(np.mean(totals)) and b["random_worst"] == pytest.approx(max(totals))
+    assert C.baselines(names, 1.0).one_per_task is None
+    assert C.baselines(names, 3.0).one_per_task[0].size == 1.0
 
 
 def test_tag_reports_the_all_task_network_it_trained_as_the_all_in_one_baseline(tmp_path, no_training, monkeypatch):
@@ -244,9 +269,16 @@ def test_tag_reports_the_all_task_network_it_trained_as_the_all_in_one_baseline(
     monkeypatch.setattr(grouping.affinity, "train_with_affinity", lambda tasks, splits, cfg, **kw: {
         "tag": Z, "cs": CS, "train_seconds": 1.0,
         "validation": {t: {"loss": v} for t, v in val.items()}, "test": {t: {"loss": 1.0} for t in val}})
-    monkeypatch.setattr(E.DataSpec, "load", lambda self, tasks: {})
-    report = find_groups(options(tmp_path, "tag", budgets=(1, 2)), echo=lambda line: None)
+    monkeypatch.setattr(DataSpec, "load", lambda self, tasks: {})
+    report = find_groups(options(tmp_path, "tag", budgets=(1, 2), objective="loss"), echo=lambda line: None)
     for sel in report["selections"]:
         assert sel["baselines"]["all_in_one"]["predicted_total"] == pytest.approx(sum(val.values()))
+        assert sel["baselines"]["all_in_one"]["networks"][0]["predicted"] == val
     # Budget 1 allows only one grouping: all tasks together, so the random mean is that network too.
     assert report["selections"][0]["baselines"]["random"]["predicted_total"] == pytest.approx(sum(val.values()))
+    # The relative objective needs the single-task losses, which tag does not train: no totals, no guesses.
+    report = find_groups(options(tmp_path, "tag", budgets=(1, 2)), echo=lambda line: None)
+    assert report["objective"] == "relative" and report["reference"] is None
+    for sel in report["selections"]:
+        assert sel["baselines"]["all_in_one"]["predicted_total"] is None
+        assert sel["task_change_percent"]["vs_independent"] is None

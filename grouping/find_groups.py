@@ -1,0 +1,233 @@
+"""The find_groups run: check the inputs, run an estimator, choose networks for every budget, verify, report.
+
+`find_groups(options)` is what ``scripts/find_groups.py`` calls. The
+estimator is a registered `grouping.methods.Method`, the choice and the
+baselines come from `grouping.choose` under the objective of
+`grouping.objective` (default ``relative``), the report from
+`grouping.report`. Everything is written to the run directory (``--out``):
+``store.sqlite`` (the results store; reruns reuse it), ``checkpoints/``
+(orbax checkpoints of the network in training), and the report files.
+
+``--verify`` trains the chosen networks, the baselines (all-in-one, one
+per task, `VERIFY_RANDOM_SAMPLES` random groupings per budget, drawn
+uniformly with ``numpy.random.default_rng(seed)``) and the full-size
+single-task networks (the relative objective's references, the
+"independent networks" of the per-task changes) with the full schedule,
+and scores them on their test losses, each task counting the network
+chosen for it on the predictions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from grouping.choose import (
+    Baselines,
+    Choice,
+    baselines,
+    choose,
+    per_task_losses,
+    score,
+    task_changes,
+)
+from grouping.methods import Estimate, Method, MethodSettings, get_method
+from grouping.methods.base import ESA_FRACTION
+from grouping.objective import DEFAULT_OBJECTIVE, Objective, get_objective
+from grouping.report import atomic_text, build_report, format_table, format_timing, write_outputs
+from grouping.runner import AFFINITY_EVERY, FULL_SIZE, DataSpec, NetSpec, Runner
+from grouping.store import STORE_NAME, ResultsStore
+
+#: The method find_groups runs when none is given (the lead measures and may change it).
+DEFAULT_METHOD = "tag"
+DEFAULT_STEPS = 500
+#: --verify: random groupings trained per budget.
+VERIFY_RANDOM_SAMPLES = 2
+
+
+@dataclasses.dataclass
+class Options:
+    tasks: str | Sequence[str]
+    budgets: Sequence[float]
+    method: str = DEFAULT_METHOD
+    objective: str = DEFAULT_OBJECTIVE
+    data: DataSpec = dataclasses.field(default_factory=DataSpec)
+    steps: int = DEFAULT_STEPS
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    seed: int = 0
+    out: str | os.PathLike = "runs/find_groups"
+    verify: bool = False
+    esa_fraction: float = ESA_FRACTION
+    every: int = AFFINITY_EVERY
+    checkpoint_every: int | None = None
+    progress: bool = True
+    ensemble: bool = True  # train several networks of one width as one ensemble (mtl.ensemble)
+    devices: int | None = None  # ensembles: devices to shard over (None: all local ones)
+    max_members: int | None = None  # ensembles: most networks per compiled program
+    command: str | None = None
+
+    @property
+    def method_settings(self) -> MethodSettings:
+        return MethodSettings(esa_fraction=self.esa_fraction, every=self.every)
+
+
+@dataclasses.dataclass
+class Setup:
+    """Validated inputs of a run: the method and objective, Task objects, their names,
+    budgets, the full training configuration and the data settings (store keys)."""
+
+    method: Method
+    objective: Objective
+    tasks: tuple
+    names: tuple[str, ...]
+    budgets: list[float]
+    cfg: Any
+    data_settings: dict[str, Any]
+
+    def runner(self, opts: "Options", store: ResultsStore) -> Runner:
+        return Runner(self.tasks, opts.data, self.cfg, opts.out, store, progress=opts.progress,
+                      checkpoint_every=opts.checkpoint_every, data_settings=self.data_settings,
+                      ensemble=opts.ensemble, devices=opts.devices, max_members=opts.max_members)
+
+
+def setup(opts: Options) -> Setup:
+    """Checks every input before anything is trained (ValueError on bad input)."""
+    from mtl.model import check_resolution
+    from mtl.train import TrainConfig
+    from tasks.registry import resolve_tasks
+
+    method = get_method(opts.method)
+    objective = get_objective(opts.objective)
+    tasks = resolve_tasks(opts.tasks, min_tasks=2)
+    names = tuple(t.name for t in tasks)
+    budgets = [float(b) for b in opts.budgets]
+    if not budgets:
+        raise ValueError("no budget given")
+    method.check_budgets(names, budgets)
+    if opts.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {opts.steps}")
+    method.validate(opts.method_settings)
+    check_resolution(opts.data.resolution)
+    if opts.ensemble:
+        from mtl.ensemble import ensemble_devices
+
+        ensemble_devices(opts.devices)  # more devices than exist: a clear error now, not after the data
+        if opts.max_members is not None and opts.max_members < 1:
+            raise ValueError(f"--max-members must be at least 1, got {opts.max_members}")
+    cfg = TrainConfig(steps=opts.steps, batch_size=opts.batch_size, learning_rate=opts.learning_rate, seed=opts.seed)
+    return Setup(method, objective, tasks, names, budgets, cfg, opts.data.check(tasks))
+
+
+def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """The whole run; returns the report (also written to opts.out)."""
+    t_start = time.perf_counter()
+    s = setup(opts)
+    method, names, budgets, settings = s.method, s.names, s.budgets, opts.method_settings
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    echo(f"run directory {out} (rerun with --out {out} to resume); method {method.name}; objective {s.objective.name}; "
+         f"tasks {', '.join(names)}; budgets {', '.join(f'{b:g}' for b in budgets)}")
+    with ResultsStore(out / STORE_NAME) as store:
+        runner = s.runner(opts, store)
+        keys = method.store_keys(runner, settings)
+        stored = sum(store.get(key) is not None for key in keys)
+        cost = method.cost(names, opts.steps, settings)
+        echo(f"{method.name}: {cost.what} ({cost.steps} steps{' each' if cost.trainings > 1 else ''}); "
+             f"{stored} of {len(keys)} already in the store")
+        est = method.estimate(runner, settings)
+        t0 = time.perf_counter()
+        choices = choose(est, budgets, s.objective)
+        bases = [baselines(names, b) for b in budgets]
+        solve_seconds = time.perf_counter() - t0
+        verification = None
+        verify_seconds = 0.0
+        if opts.verify:
+            t0 = time.perf_counter()
+            verification = verify(runner, est, choices, bases, opts.seed, s.objective)
+            verify_seconds = time.perf_counter() - t0
+        others = store.count_other(runner.keys)
+    if others:
+        echo(f"note: the store holds {others} finished job(s) from other settings or code versions; not used")
+    report = build_report(opts, method, s.objective, est, choices, bases, verification, s.cfg, s.data_settings)
+    t0 = time.perf_counter()
+    trained_here = [e for e in runner.log if not e["reused"]]
+    report["run"] = {
+        "out": str(out),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": opts.command,
+        "timing": {
+            "data_seconds": runner.data_seconds,
+            "networks": runner.log,
+            "trained": len(trained_here),
+            "reused": len(runner.log) - len(trained_here),
+            "training_seconds": math.fsum(e["seconds"] for e in trained_here if e["phase"] == "estimate"),
+            "solve_seconds": solve_seconds,
+            "verify_seconds": verify_seconds,
+        },
+    }
+    write_outputs(out, report)
+    timing = report["run"]["timing"]
+    timing["report_seconds"] = time.perf_counter() - t0
+    timing["total_seconds"] = time.perf_counter() - t_start
+    atomic_text(out / "report.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
+    echo(format_table(report))
+    echo(format_timing(report))
+    echo(f"wrote {out / 'report.json'}, report.md, affinity.png, curve.png")
+    return report
+
+
+# ---------------------------------------------------------------------------
+# --verify: full-schedule networks, test losses.
+
+
+def verify(runner: Runner, est: Estimate, choices: Sequence[Choice], bases: Sequence[Baselines], seed: int,
+           objective: Objective) -> dict[str, Any]:
+    """Trains the chosen networks, the baselines and the full-size singles with the full schedule; test losses."""
+    names = est.tasks
+    rng = np.random.default_rng(seed)
+    samples: list[list[list[NetSpec]]] = []
+    specs: list[NetSpec] = []
+    for choice, base in zip(choices, bases):
+        specs += choice.specs + (base.all_in_one or []) + (base.one_per_task or [])
+        groupings = base.groupings()
+        picked = []
+        if groupings:
+            idx = rng.choice(len(groupings), size=min(VERIFY_RANDOM_SAMPLES, len(groupings)), replace=False)
+            picked = [groupings[i] for i in sorted(idx)]
+            specs += [s for p in picked for s in p]
+        samples.append(picked)
+    specs += [NetSpec((t,), FULL_SIZE) for t in names]  # the references: independent full-size networks
+    trained = runner.train(specs, phase="verify")
+    test = {s.label: {t: tr.loss(t, "test") for t in s.tasks} for s, tr in trained.items()}
+    reference = objective.reference(test, names)
+
+    def measured(networks: Sequence[NetSpec] | None, assignment: Mapping[str, str] | None = None):
+        if networks is None:
+            return None
+        per_task = per_task_losses(networks, test, names, assignment)
+        return {"test_total": objective.total(per_task, reference), "test": per_task}
+
+    out = []
+    for choice, base, picked in zip(choices, bases, samples):
+        chosen = measured(choice.specs, choice.assignment)
+        chosen["change_percent"] = task_changes(chosen["test"], test, names)
+        entry: dict[str, Any] = {"budget": choice.budget, "chosen": chosen,
+                                 "all_in_one": measured(base.all_in_one), "one_per_task": measured(base.one_per_task)}
+        if picked:
+            totals = [score(p, test, names, objective, reference) for p in picked]
+            entry["random"] = {"test_total": math.fsum(totals) / len(totals),
+                               "samples": [[list(s.tasks) for s in p] for p in picked], "sample_totals": totals}
+        else:
+            entry["random"] = None
+        out.append(entry)
+    return {"per_budget": out, "networks": {s.label: {"test": test[s.label],
+                                                      "validation": {t: tr.loss(t) for t in s.tasks},
+                                                      "steps": tr.steps} for s, tr in trained.items()}}

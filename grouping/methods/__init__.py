@@ -1,0 +1,16 @@
+"""The estimators of which tasks to learn together, one module each, found by name.
+
+`get_method(name)` returns the registered `Method` (`base.py`: the interface
+and the registry); `method_names()` lists them. exhaustive (`exhaustive.py`),
+esa, hoa, tag and cs (`tag.py`; cs shares tag's run).
+"""
+
+from grouping.methods.base import (  # noqa: F401
+    ESA_FRACTION,
+    Cost,
+    Estimate,
+    Method,
+    MethodSettings,
+    get_method,
+    method_names,
+)
