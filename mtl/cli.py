@@ -4,17 +4,98 @@ A script's `main` raises ValueError (and its subclasses: unknown tasks,
 resolutions, layouts, tables, budgets), OSError (a file it cannot read or
 write) or TrainingDiverged for anything the user can fix; `run` prints
 `error: <message>` on one line and exits with status 2.
+
+A full disk is an OSError too: `DiskFullError` (raised where the project
+writes checkpoints, the results store and the dataset cache) names the
+directory, its free space and, where known, how much the write needed; any
+other "No space left on device" gets the same kind of line from `run`.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 
 # TrainingDiverged is a FloatingPointError. Not RuntimeError in general: an
 # XLA or HiGHS failure is a bug to be seen with its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, FloatingPointError)
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_FULL_TEXT = ("No space left on device", "os_error_code='28'", "Disk quota exceeded", "database or disk is full")
+
+
+def is_disk_full(e: BaseException | None) -> bool:
+    """Whether `e` (or an exception it was raised from) is a full disk or quota.
+
+    Libraries say it differently: an OSError with ENOSPC; tensorstore (under
+    orbax) a ValueError 'RESOURCE_EXHAUSTED: ... No space left on device
+    [os_error_code='28']'; array_record a RuntimeError 'write() failed: No space
+    left on device'; SQLite 'database or disk is full'."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+            return True
+        if any(t in str(e) for t in _FULL_TEXT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Free bytes on the file system holding `path` (its nearest existing ancestor), or None."""
+    p = Path(path).absolute()
+    for q in (p, *p.parents):
+        if q.exists():
+            try:
+                return shutil.disk_usage(q).free
+            except OSError:
+                return None
+    return None
+
+
+def size_text(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+class DiskFullError(OSError):
+    """No space left on the device that a directory is on (errno ENOSPC).
+
+    The message is one line: which directory, what was being written, the free
+    space, how much the write needs where that is known, and what to do."""
+
+    def __init__(self, directory: str | os.PathLike, what: str, needed: int | None = None, *, at_most: bool = False,
+                 advice: str = "free some space (or use another --out) and rerun the same command: finished "
+                               "work is kept and the run resumes"):
+        super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.directory, self.what, self.needed = Path(directory), what, needed
+        self.free = free_bytes(self.directory)
+        need = f" ({'at most ' if at_most else ''}about {size_text(needed)})" if needed else ""
+        free = f"; {size_text(self.free)} free there" if self.free is not None else ""
+        self.message = f"no space left on device in {self.directory}: writing {what}{need} failed{free}; {advice}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def user_message(e: BaseException) -> str:
+    """The one line `run` prints for a user error."""
+    if isinstance(e, OSError) and not isinstance(e, DiskFullError) and e.errno in _FULL_ERRNOS:
+        target = Path(e.filename) if e.filename else Path.cwd()
+        return str(DiskFullError(target.parent if e.filename else target, str(target) if e.filename else "a file"))
+    if isinstance(e, OSError) and e.filename and not isinstance(e, DiskFullError):
+        return f"{e.strerror}: {e.filename}"
+    return str(e)
 
 
 def init_distributed() -> None:
@@ -56,8 +137,7 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
         print("interrupted; finished work is kept (rerun the same command to resume)", file=sys.stderr)
         sys.exit(130)
     except USER_ERRORS as e:
-        message = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename else str(e)
-        print(f"error: {message}".replace("\n", " "), file=sys.stderr)
+        print(f"error: {user_message(e)}".replace("\n", " "), file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)
 
