@@ -20,12 +20,14 @@ way and also measures.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -209,23 +211,46 @@ def evaluate(
 
 
 class Checkpoints:
-    """Orbax checkpoints of a training state in `directory` (keeps the newest 2)."""
+    """Orbax checkpoints of a training state in `directory` (keeps the newest 2).
+
+    Orbax writes a step into ``<step>.orbax-checkpoint-tmp`` and renames it when
+    complete, so a save cut short (kill, full disk) never looks like a
+    checkpoint; leftovers are removed when the directory is opened again. A
+    full disk raises `mtl.cli.DiskFullError` naming the directory and the
+    checkpoint's size, instead of the tracebacks orbax's writer threads log
+    (those are filtered out: `_quiet_disk_full`).
+    """
 
     def __init__(self, directory: str | os.PathLike):
         import orbax.checkpoint as ocp
 
+        _quiet_disk_full()
         self._ocp = ocp
+        self.directory = Path(directory).absolute()
         self.manager = ocp.CheckpointManager(
-            Path(directory).absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False),
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False,
+                                                 cleanup_tmp_directories=True),
         )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, state: dict) -> None:
-        self.manager.save(int(state["step"]), args=self._ocp.args.StandardSave(state), force=True)
-        self.manager.wait_until_finished()
+        from mtl.cli import DiskFullError, is_disk_full
+
+        step = int(state["step"])
+        try:
+            with _orbax_unraisables():
+                self.manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
+                self.manager.wait_until_finished()
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(partial, ignore_errors=True)  # give the space back now
+            size = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(state))
+            raise DiskFullError(self.directory, f"the checkpoint of step {step}", needed=size) from e
 
     def restore(self, like: dict) -> dict:
         # Keep the shardings of `like` (an ensemble sharded over devices restores onto them).
@@ -235,6 +260,59 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+_QUIET = {"log": False}
+
+
+def _quiet_disk_full() -> None:
+    """Keeps orbax's report of a full disk to the one error `Checkpoints.save` raises.
+
+    Orbax's writer threads log the failure through absl with a traceback
+    (logging.exception) before the save raises it, and asyncio logs the other
+    writes' failures at exit: a filter on the absl and asyncio loggers drops
+    those records, and only those that say the disk is full."""
+    import logging
+
+    from mtl.cli import is_disk_full
+
+    if not _QUIET["log"]:
+        class DropDiskFull(logging.Filter):
+            def filter(self, record: logging.LogRecord) -> bool:
+                exc = record.exc_info[1] if record.exc_info else None
+                return not (is_disk_full(exc) or is_disk_full(Exception(record.getMessage())))
+
+        for name in ("absl", "asyncio"):  # asyncio: "Task exception was never retrieved" for the other writes
+            logging.getLogger(name).addFilter(DropDiskFull())
+        _QUIET["log"] = True
+
+
+@contextlib.contextmanager
+def _orbax_unraisables() -> Iterator[None]:
+    """While orbax saves, and after a failed save, drops what its orphaned writes leave behind.
+
+    When one array's write fails, tensorstore's other writes finish later
+    against the event loop orbax has closed, and Python prints a bare
+    "RuntimeError: Event loop is closed" traceback for each (as unraisable
+    exceptions), and at exit "Exception ignored in <coroutine ...>" for orbax's
+    coroutines. After a successful save the previous hook is put back; after a
+    failure the filter stays, as such writes can end at any later time."""
+    import sys
+
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        exc, obj = unraisable.exc_value, unraisable.object
+        code = getattr(obj, "cr_code", None)
+        if (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed") or \
+                "orbax" in getattr(code, "co_filename", ""):
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    yield
+    if sys.unraisablehook is hook:  # only reached without an exception
+        sys.unraisablehook = previous
 
 
 @dataclasses.dataclass(frozen=True)
