@@ -31,6 +31,14 @@ name ends with a hash of the renderer's source (tasks/scenes.py), so editing
 the renderer re-renders; the Taskonomy name ends with a hash of the directory's
 path and file listing (names, sizes, modification times), so changed files are
 read again. Different settings never share a folder.
+
+The cache is derived data. A damaged file in it (a record whose checksum no
+longer matches, a truncated or missing shard, unreadable metadata) is found
+when the dataset is opened or read; `load_split` names the file, deletes that
+setting's folder and prepares it again, once; if the new copy cannot be read
+either, it stops with a `CacheError` naming the cache directory. A
+Taskonomy directory's own PNGs are only ever read, never deleted: an
+unreadable one stops with a `TaskonomyLayoutError` naming it.
 """
 
 from __future__ import annotations
@@ -39,9 +47,11 @@ import concurrent.futures
 import contextlib
 import hashlib
 import inspect
+import json
 import logging
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -68,6 +78,35 @@ SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {
 }
 _SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 _ENCODING = "zlib"
+
+
+class CacheError(ValueError):
+    """The prepared dataset cache cannot be read (a user error: the scripts print it on one line)."""
+
+
+class CacheDamaged(CacheError):
+    """A file in one setting's cache folder is damaged; `load_split` prepares the folder again.
+
+    `folder` is that setting's folder (``<data dir>/<builder>/<config>``, the one
+    to delete), `files` the damaged files found in it (may be empty when the
+    error names none and every file reads), `cause` what the reader said.
+    """
+
+    def __init__(self, folder: Path, files: Sequence[Path], cause: BaseException):
+        self.folder, self.files, self.cause = Path(folder), [Path(f) for f in files], cause
+        if len(self.files) == 1:
+            self.what = f"the dataset cache file {self.files[0]} is damaged ({_reason(cause)})"
+        elif self.files:
+            self.what = f"the dataset cache files {', '.join(map(str, self.files))} are damaged ({_reason(cause)})"
+        else:
+            self.what = f"the dataset cache in {self.folder} cannot be read ({_reason(cause)})"
+        super().__init__(f"{self.what}; delete {self.folder} to prepare it again")
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def default_data_dir() -> Path:
@@ -413,21 +452,52 @@ def get_builder(
     `seed` and `counts` apply to the scenes only; a directory's images are what
     they are.
     """
+    return _open_builder(source, resolution=resolution, seed=seed, counts=counts, data_dir=data_dir, heal=True)[0]
+
+
+def _open_builder(
+    source: str | os.PathLike,
+    *,
+    resolution: int,
+    seed: int,
+    counts: Sequence[int] | Mapping[str, int] | None,
+    data_dir: str | os.PathLike | None,
+    heal: bool,
+) -> tuple[tfds.core.GeneratorBasedBuilder, bool]:
+    """(builder, whether a damaged cache folder was deleted to open it).
+
+    tfds reads a prepared folder's metadata when the builder is made: if that
+    fails, the folder is damaged; with `heal` it is deleted (the builder then
+    prepares it again), otherwise CacheDamaged is raised."""
     data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if str(source) == "scenes":
-        config = scenes_config(resolution, seed, counts)
+        cls, config = Scenes, scenes_config(resolution, seed, counts)
+    else:
+        if counts is not None:
+            raise ValueError(f"counts apply to the embedded scenes only; {source} has the images it has")
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise ValueError(
+                f"data directory {path} does not exist (the source must be 'scenes' or a directory in the Taskonomy "
+                "layout)"
+            )
+        cls, config = TaskonomyLocal, TaskonomyLocalConfig(root=path, resolution=resolution)
+
+    def make():
         with _quiet():
-            return Scenes(config=config, data_dir=os.fspath(data_dir), file_format="array_record")
-    if counts is not None:
-        raise ValueError(f"counts apply to the embedded scenes only; {source} has the images it has")
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise ValueError(
-            f"data directory {path} does not exist (the source must be 'scenes' or a directory in the Taskonomy layout)"
-        )
-    config = TaskonomyLocalConfig(root=path, resolution=resolution)
-    with _quiet():
-        return TaskonomyLocal(config=config, data_dir=os.fspath(data_dir), file_format="array_record")
+            return cls(config=config, data_dir=os.fspath(data_dir), file_format="array_record")
+
+    folder = data_dir / cls.name / config.name
+    try:
+        return make(), False
+    except Exception as e:  # tfds and protobuf raise several kinds for a bad dataset_info.json
+        if not (folder / str(cls.VERSION)).is_dir():
+            raise
+        damaged = CacheDamaged(folder, _damaged_files(folder / str(cls.VERSION)), e)
+    if not heal:
+        raise damaged
+    _heal(damaged, data_dir, getattr(config, "root", None))
+    return make(), True
 
 
 def prepare(builder: tfds.core.GeneratorBasedBuilder) -> None:
@@ -450,7 +520,30 @@ def prepare(builder: tfds.core.GeneratorBasedBuilder) -> None:
         if isinstance(e, taskonomy.TaskonomyLayoutError):
             # The message says what is wrong; tfds's frames would only bury it.
             raise taskonomy.TaskonomyLayoutError(str(e)) from None
+        from mtl.cli import DiskFullError, is_disk_full
+
+        if isinstance(e, Exception) and is_disk_full(e):
+            raise DiskFullError(
+                Path(builder.data_dir).parent.parent.parent, f"the dataset {builder.name}/{builder.builder_config.name}",
+                needed=_raw_size(builder), at_most=True,
+                advice="free some space, or set MTL_DATA_DIR to a directory on another disk, and rerun the same "
+                       "command (the dataset is prepared once)",
+            ) from e
         raise
+
+
+def _raw_size(builder: tfds.core.GeneratorBasedBuilder) -> int | None:
+    """Uncompressed bytes of every image and label a dataset will hold: at most what its files take."""
+    config = builder.builder_config
+    per_image = sum(int(np.prod(_shape(m, config.resolution))) * np.dtype(MODALITIES[m][0]).itemsize
+                    for m in getattr(config, "modalities", MODALITIES))
+    if isinstance(config, ScenesConfig):
+        return per_image * sum(config.counts)
+    with contextlib.suppress(OSError):
+        folders = split_folders(config.root) or {None: config.root}
+        return per_image * sum(sum(1 for e in os.scandir(d / config.modalities[0]) if e.name.endswith(".png"))
+                               for d in folders.values())
+    return None
 
 
 def load_split(
@@ -484,14 +577,28 @@ def load_split(
     """
     split = split_name(split)
     modalities = _modalities(modalities)
-    builder = get_builder(source, resolution=resolution, seed=seed, counts=counts, data_dir=data_dir)
-    if isinstance(builder, TaskonomyLocal) and not set(modalities) <= set(builder.builder_config.modalities):
-        # A requested modality has no folder: the layout check names it.
-        folders = split_folders(builder.builder_config.root)
-        for folder in folders.values() if folders else [builder.builder_config.root]:
-            taskonomy.index_files(folder, modalities)
-    prepare(builder)
-    return read_split(builder, split, modalities, with_stems=with_stems)
+    healed = False
+    while True:
+        try:
+            builder, fixed = _open_builder(source, resolution=resolution, seed=seed, counts=counts,
+                                           data_dir=data_dir, heal=not healed)
+            healed = healed or fixed
+            if isinstance(builder, TaskonomyLocal) and not set(modalities) <= set(builder.builder_config.modalities):
+                # A requested modality has no folder: the layout check names it.
+                folders = split_folders(builder.builder_config.root)
+                for folder in folders.values() if folders else [builder.builder_config.root]:
+                    taskonomy.index_files(folder, modalities)
+            prepare(builder)
+            return read_split(builder, split, modalities, with_stems=with_stems)
+        except CacheDamaged as e:
+            if healed:  # prepared anew and damaged again: the disk, not a stray write
+                raise CacheError(
+                    f"the dataset cache in {e.folder.parent.parent} cannot be read even after preparing it again: "
+                    f"{e.what}; check the disk it is on, or set MTL_DATA_DIR to another directory"
+                ) from e
+            _heal(e, Path(data_dir).expanduser() if data_dir is not None else default_data_dir(),
+                  getattr(builder.builder_config, "root", None))
+            healed = True
 
 
 def read_split(
@@ -511,29 +618,81 @@ def read_split(
             + (" (the 80/10/10 hash split left no image in it: add images or use train/, val/, test/ folders)"
                if isinstance(builder, TaskonomyLocal) else "")
         )
-    skip = {m: tfds.decode.SkipDecoding() for m in builder.info.features if m not in modalities and m != "stem"}
-    with _quiet():
-        source = builder.as_data_source(split=split, decoders=skip or None)
-    if len(source) != n:
-        raise ValueError(f"{builder.data_dir}: split {split!r} should hold {n} records, holds {len(source)}")
     resolution = builder.builder_config.resolution
     unavailable = [m for m in modalities if m not in builder.info.features]
     if unavailable:
         raise ValueError(f"{builder.builder_config.description} has no {unavailable[0]!r} data")
+    skip = {m: tfds.decode.SkipDecoding() for m in builder.info.features if m not in modalities and m != "stem"}
     out = {m: np.empty((n,) + _shape(m, resolution), dtype=MODALITIES[m][0]) for m in modalities}
     stems: list[str] = []
-    get_many = getattr(source, "__getitems__", None)
-    for lo in range(0, n, CHUNK):
-        keys = list(range(lo, min(n, lo + CHUNK)))
-        records = get_many(keys) if get_many else [source[k] for k in keys]
-        for j, record in enumerate(records):
-            for m in modalities:
-                out[m][lo + j] = record[m]
-            if with_stems:
-                stems.append(record["stem"])
+    try:
+        with _quiet():
+            source = builder.as_data_source(split=split, decoders=skip or None)
+        if len(source) != n:
+            raise ValueError(f"split {split!r} should hold {n} records, holds {len(source)}")
+        get_many = getattr(source, "__getitems__", None)
+        for lo in range(0, n, CHUNK):
+            keys = list(range(lo, min(n, lo + CHUNK)))
+            records = get_many(keys) if get_many else [source[k] for k in keys]
+            for j, record in enumerate(records):
+                for m in modalities:
+                    out[m][lo + j] = record[m]
+                if with_stems:
+                    stems.append(record["stem"])
+    except MemoryError:
+        raise
+    except Exception as e:  # array_record raises RuntimeError for a bad checksum or a missing shard; zlib, ValueError
+        version_dir = Path(builder.data_dir)
+        raise CacheDamaged(version_dir.parent, _damaged_files(version_dir, builder.info), e) from e
     if with_stems:
         out["stem"] = np.array([s.decode() if isinstance(s, bytes) else str(s) for s in stems])
     return out
+
+
+def _damaged_files(version_dir: Path, info: tfds.core.DatasetInfo | None = None) -> list[Path]:
+    """The files of a prepared dataset folder that cannot be read back whole.
+
+    dataset_info.json must parse; every array_record shard (those `info` names,
+    and any in the folder) must exist, hold the records `info` says, and read
+    back: array_record checks every chunk's hash."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    bad: list[Path] = []
+    try:
+        json.loads((version_dir / "dataset_info.json").read_text())
+    except Exception:
+        bad.append(version_dir / "dataset_info.json")
+    expected: dict[Path, int | None] = {}
+    if info is not None:
+        for split_info in info.splits.values():
+            for path, length in zip(split_info.filepaths, split_info.shard_lengths):
+                expected[Path(os.fspath(path))] = int(length)
+    for path in sorted(version_dir.glob("*.array_record-*")):
+        expected.setdefault(path, None)
+    for path, length in sorted(expected.items()):
+        try:
+            reader = ArrayRecordReader(os.fspath(path))
+            try:
+                count = reader.num_records()
+                if length is not None and count != length:
+                    raise ValueError(f"{count} records, expected {length}")
+                for lo in range(0, count, CHUNK):
+                    reader.read(list(range(lo, min(count, lo + CHUNK))))
+            finally:
+                reader.close()
+        except Exception:
+            bad.append(path)
+    return bad
+
+
+def _heal(damaged: CacheDamaged, data_dir: Path, source_root: Path | None) -> None:
+    """Says which file is damaged and deletes that setting's cache folder (derived data only)."""
+    folder, data_dir = damaged.folder.resolve(), data_dir.resolve()
+    # Only ever a <data dir>/<builder>/<setting> folder, never one holding a user's own data.
+    if folder.parent.parent != data_dir or (source_root is not None and folder in (source_root, *source_root.parents)):
+        raise damaged
+    print(f"mtl: {damaged.what}; deleting {folder} and preparing it again", file=sys.stderr)
+    shutil.rmtree(folder)
 
 
 def load_for_tasks(
