@@ -31,15 +31,35 @@ run directory, named by the hash of its key) let the rerun resume it.
 
 A store whose schema version differs from `SCHEMA_VERSION` is refused with a
 `StoreError` (a ValueError: the command-line tools print it and exit 2).
+
+A full disk while a row is written rolls the transaction back (no half row)
+and raises `mtl.cli.DiskFullError` naming the run directory; after space is
+freed the same command finds every row written before and resumes.
+
+One run per directory: opening a store takes `RunLock` on its directory
+(``<run dir>/run.lock``: an exclusive `fcntl.flock`, plus a small JSON with
+the holder's pid, host, start time and command for the message). Another
+process opening a store in that directory while the first has it open gets
+`RunLocked` at once (a StoreError) naming that process; the lock ends when
+the store is closed or its process ends, however it ends (the kernel drops a
+flock with its process), so a killed run never blocks the next one. Within
+one process the lock is re-entrant (counted): a process may open a store it
+already has open, as the tests do. ``ResultsStore(path, lock=False)`` reads a
+store without the lock (e.g. to look at a run in progress).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import math
 import os
+import socket
 import sqlite3
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -47,7 +67,10 @@ from typing import Any, Iterator, Mapping
 __all__ = [
     "SCHEMA_VERSION",
     "STORE_NAME",
+    "LOCK_NAME",
     "ResultsStore",
+    "RunLock",
+    "RunLocked",
     "StoreError",
     "canonical_json",
     "code_version",
@@ -56,6 +79,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 STORE_NAME = "store.sqlite"
+LOCK_NAME = "run.lock"
 #: The source folders whose .py files make up the code version.
 CODE_FOLDERS = ("mtl", "tasks", "grouping")
 
@@ -80,6 +104,160 @@ CREATE TABLE IF NOT EXISTS jobs (
 
 class StoreError(ValueError):
     """The store cannot be used (another schema version, not a store, ...)."""
+
+
+class RunLocked(StoreError):
+    """Another process is using the run directory."""
+
+
+# Locks this process holds: lock file path -> [fd, count, pid]. flock belongs to
+# an open file description, so a second open in the same process would block
+# on the first: the process takes each lock once and counts.
+_HELD: dict[str, list] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock on a run directory, for one process at a time.
+
+    ``with RunLock(dir):`` (or `acquire` / `release`). The lock is an
+    `fcntl.flock` on ``dir/run.lock``, which the kernel releases when the
+    holding process ends, killed or not; the file also holds a JSON line (pid,
+    host, start time, command) so that a refused run can say who holds it.
+    A file left by a process that is gone is simply taken over (with a note
+    on stderr). Re-entrant within a process (counted). Where the file system
+    does not support flock, the JSON alone decides: a live pid on this host
+    holds the lock, a dead one does not.
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.path = self.directory / LOCK_NAME
+        self._key: str | None = None
+
+    def acquire(self) -> "RunLock":
+        if self._key is not None:
+            return self
+        self.directory.mkdir(parents=True, exist_ok=True)
+        key = os.path.realpath(self.path)
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            if held is not None and held[2] == os.getpid():
+                held[1] += 1
+                self._key = key
+                return self
+            fd = os.open(key, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            try:
+                previous = self._take(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            _HELD[key] = [fd, 1, os.getpid()]
+            self._key = key
+        if previous and previous.get("pid") != os.getpid():
+            print(f"note: {self.directory} was locked by {_describe(previous)}, which is no longer running; "
+                  "taking it over", file=sys.stderr)
+        return self
+
+    def _take(self, fd: int) -> dict | None:
+        """Takes the flock on `fd` and writes this process's record; returns the record found there."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._refusal(_read_record(fd, wait=True)) from None
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            found = _read_record(fd)  # no flock here: the record alone decides
+            if found and found.get("pid") != os.getpid() and (
+                    found.get("host") != socket.gethostname() or _pid_alive(int(found.get("pid", 0)))):
+                raise self._refusal(found, unlocked=True) from None
+        previous = _read_record(fd)
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])[:500]}
+        try:  # the lock holds without the record (a full disk): only the message would lack it
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        except OSError:
+            pass
+        return previous
+
+    def _refusal(self, holder: dict | None, unlocked: bool = False) -> RunLocked:
+        who = _describe(holder) if holder else "another process"
+        hint = f"; if it is no longer running, delete {self.path}" if unlocked else ""
+        return RunLocked(
+            f"another run is using the run directory {self.directory}: {who}. Wait for it to finish, "
+            f"or use another --out directory{hint}"
+        )
+
+    def release(self) -> None:
+        key, self._key = self._key, None
+        if key is None:
+            return
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            if held is None:
+                return
+            held[1] -= 1
+            if held[1] > 0:
+                return
+            del _HELD[key]
+            fd = held[0]
+            try:
+                os.ftruncate(fd, 0)  # an empty file: nobody holds it
+            except OSError:
+                pass
+            os.close(fd)  # drops the flock
+
+    @property
+    def held(self) -> bool:
+        return self._key is not None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_record(fd: int, wait: bool = False) -> dict | None:
+    """The JSON record in a lock file, or None. With `wait`, gives a process that
+    has just taken the lock a moment to write its record."""
+    deadline = time.monotonic() + (1.0 if wait else 0.0)
+    found = None
+    while True:
+        try:
+            text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            record = json.loads(text) if text else None
+            if isinstance(record, dict) and "pid" in record:
+                found = record
+                # A dead pid here may be the record of a killed run that the new holder has not yet replaced.
+                if not wait or record.get("host") != socket.gethostname() or _pid_alive(int(record["pid"])):
+                    return record
+        except (OSError, ValueError, TypeError):
+            pass
+        if time.monotonic() >= deadline:
+            return found
+        time.sleep(0.05)
+
+
+def _describe(record: dict) -> str:
+    parts = [f"pid {record.get('pid')}" + (f" on host {record['host']}" if record.get("host") else "")]
+    if record.get("started"):
+        parts.append(f"started {record['started']}")
+    if record.get("command"):
+        parts.append(f"command: {record['command']}")
+    return ", ".join(parts)
 
 
 def package_root() -> Path:
@@ -136,32 +314,51 @@ class ResultsStore:
 
     ``with ResultsStore(path) as store:`` closes it at the end. Settings are
     any JSON-able mapping; `get` returns the stored result of a ``done`` job
-    with exactly these settings, or None.
+    with exactly these settings, or None. Opening takes the `RunLock` of the
+    store's directory (``lock=False``: read without it) and raises `RunLocked`
+    if another process holds it; `close` releases it.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, lock: bool = True):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = None
+        self.lock = RunLock(self.path.parent).acquire() if lock else None
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
         try:
             # Autocommit mode: every write below is one explicit transaction.
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA synchronous=FULL")
             version = self._schema_version()
         except sqlite3.DatabaseError as e:
+            self._raise_if_full(e, "the results store")
             raise StoreError(f"{self.path} is not a results store ({e}); use another --out or remove the file") from None
         if version is None:
-            with self._transaction():
+            with self._transaction("the results store"):
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (_now(),))
         elif version != SCHEMA_VERSION:
-            self._db.close()
             raise StoreError(
                 f"the results store {self.path} has schema version {version}; this code reads version "
                 f"{SCHEMA_VERSION}. Use another --out directory, or delete the store to start over"
             )
+
+    def _raise_if_full(self, e: BaseException, what: str) -> None:
+        """A full disk (SQLITE_FULL, or ENOSPC under it) becomes DiskFullError naming the run directory."""
+        from mtl.cli import DiskFullError, is_disk_full
+
+        full = getattr(e, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13) or is_disk_full(e)
+        if full:
+            raise DiskFullError(self.path.parent, what) from e
 
     def _schema_version(self) -> int | None:
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -178,18 +375,36 @@ class ResultsStore:
             raise StoreError(f"{self.path} has a bad schema version {row[0]!r}") from None
 
     class _Tx:
-        def __init__(self, db):
-            self.db = db
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an error. A failed COMMIT
+        (a full disk) is rolled back too: SQLite's rollback journal restores
+        the file, so a row is written whole or not at all."""
+
+        def __init__(self, store: "ResultsStore", what: str):
+            self.store, self.db, self.what = store, store._db, what
 
         def __enter__(self):
             self.db.execute("BEGIN IMMEDIATE")
 
-        def __exit__(self, exc_type, *_):
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        def __exit__(self, exc_type, exc, _tb):
+            if exc_type is None:
+                try:
+                    self.db.execute("COMMIT")
+                    return False
+                except sqlite3.Error as e:
+                    exc = e
+            if self.db.in_transaction:  # SQLite may already have rolled back (SQLITE_FULL does)
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            if isinstance(exc, sqlite3.Error):
+                self.store._raise_if_full(exc, self.what)
+                if exc_type is None:
+                    raise exc
             return False
 
-    def _transaction(self) -> "ResultsStore._Tx":
-        return ResultsStore._Tx(self._db)
+    def _transaction(self, what: str = "a row of the results store") -> "ResultsStore._Tx":
+        return ResultsStore._Tx(self, what)
 
     # -- reading ---------------------------------------------------------
 
@@ -242,7 +457,7 @@ class ResultsStore:
         key = canonical_json(settings)
         s = json.loads(key)
         train = s.get("train", {}) if isinstance(s.get("train"), dict) else {}
-        with self._transaction():
+        with self._transaction(f"the result of {s.get('kind', 'job')} {'+'.join(s.get('tasks', []))}"):
             self._db.execute(
                 "INSERT OR REPLACE INTO jobs (key, key_hash, kind, status, tasks, size, steps, seed, code_version, "
                 "result, error, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -252,7 +467,11 @@ class ResultsStore:
             )
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self.lock is not None:
+            self.lock.release()
 
     def __enter__(self) -> "ResultsStore":
         return self
