@@ -99,8 +99,8 @@ def test_a_cache_damaged_again_after_preparing_it_stops_naming_the_cache_directo
     data_dir = tmp_path / "data"
     prepare = datasets.prepare
 
-    def prepare_on_a_bad_disk(builder):
-        prepare(builder)
+    def prepare_on_a_bad_disk(builder, *args, **kwargs):
+        prepare(builder, *args, **kwargs)
         corrupt(shard(data_dir))
 
     monkeypatch.setattr(datasets, "prepare", prepare_on_a_bad_disk)
