@@ -55,7 +55,7 @@ from grouping.selection import (  # noqa: E402
 )
 from grouping.tables import read_affinity, read_standley_table  # noqa: E402
 
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "fixtures"  # the papers' released tables (fixtures/README.md)
 RESULTS = REPO / "benchmarks" / "results" / "selection.json"
 BUDGETS = [1 + 0.5 * i for i in range(9)]
 SETTINGS = {  # selection table, test table, early-stopped (ESA) table, column names

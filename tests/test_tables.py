@@ -17,13 +17,12 @@ from grouping.tables import (
     read_standley_table,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # the papers' released tables
 
 
 def fixture(*parts: str) -> Path:
     path = FIXTURES.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"fixture folder {FIXTURES} is absent")
+    assert path.exists(), f"{path} is missing: the papers' tables ship in the repository (fixtures/)"
     return path
 
 
