@@ -152,11 +152,12 @@ class DataSpec:
             out.update(seed=self.seed, counts=list(normalize_counts(self.counts)), renderer=renderer_fingerprint())
         return out
 
-    def load(self, tasks: Sequence) -> dict[str, dict[str, np.ndarray]]:
+    def load(self, tasks: Sequence, progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
         from tasks.datasets import load_for_tasks
 
         return load_for_tasks(self.source, tasks, resolution=self.resolution, seed=self.seed,
-                              counts=self.counts if self.is_scenes else None, data_dir=self.data_dir)
+                              counts=self.counts if self.is_scenes else None, data_dir=self.data_dir,
+                              progress=progress)
 
 
 def train_settings(cfg) -> dict[str, Any]:
@@ -208,7 +209,7 @@ class Runner:
     def splits(self):
         if self._splits is None:
             t0 = time.perf_counter()
-            self._splits = self.data.load(self.tasks)
+            self._splits = self.data.load(self.tasks, progress=self.progress)
             self.data_seconds += time.perf_counter() - t0
         return self._splits
 

@@ -47,6 +47,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import inspect
+import io
 import json
 import logging
 import os
@@ -500,8 +501,13 @@ def _open_builder(
     return make(), True
 
 
-def prepare(builder: tfds.core.GeneratorBasedBuilder) -> None:
-    """Render or decode the dataset into array_record files once; later calls do nothing."""
+def prepare(builder: tfds.core.GeneratorBasedBuilder, progress: bool = True) -> None:
+    """Render or decode the dataset into array_record files once; later calls do nothing.
+
+    Says so in one line on stderr, then shows one progress bar of images
+    (none if not `progress`); tfds's own output ("Downloading and preparing
+    dataset", its split and "Shuffling" bars, "Dataset ... prepared") is
+    silenced: nothing is downloaded."""
     with _quiet():
         if builder.is_prepared():
             return
@@ -510,7 +516,7 @@ def prepare(builder: tfds.core.GeneratorBasedBuilder) -> None:
     if isinstance(builder, TaskonomyLocal):
         download_config = tfds.download.DownloadConfig(manual_dir=os.fspath(builder.builder_config.root))
     try:
-        with _quiet(), contextlib.redirect_stdout(sys.stderr):
+        with _quiet(), _silent_tfds(), _image_progress(builder, progress):
             builder.download_and_prepare(download_config=download_config)
     except BaseException as e:
         # tfds removes its incomplete files; drop the empty folders it leaves.
@@ -530,6 +536,47 @@ def prepare(builder: tfds.core.GeneratorBasedBuilder) -> None:
                        "command (the dataset is prepared once)",
             ) from e
         raise
+
+
+@contextlib.contextmanager
+def _silent_tfds() -> Iterator[None]:
+    """No tfds progress bars, and its prints (to stdout) dropped, while it prepares a dataset."""
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    active = getattr(tqdm_utils, "_active", True)
+    tfds.display_progress_bar(False)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        tfds.display_progress_bar(active)
+
+
+@contextlib.contextmanager
+def _image_progress(builder: tfds.core.GeneratorBasedBuilder, enabled: bool) -> Iterator[None]:
+    """Our progress bar while `builder` prepares: one tick per image its generators yield."""
+    from tqdm.auto import tqdm
+
+    config = builder.builder_config
+    total = sum(normalize_counts(config.counts)) if isinstance(config, ScenesConfig) else None
+    bar = tqdm(total=total, desc="rendering scenes" if total else "reading images", unit="image",
+               disable=not enabled, leave=False, dynamic_ncols=True, mininterval=1.0)
+    generators = builder._split_generators
+
+    def counted(dl_manager):  # tfds inspects the signature: dl_manager only
+        def count(examples):
+            for example in examples:
+                yield example
+                bar.update(1)
+
+        return {split: count(examples) for split, examples in generators(dl_manager).items()}
+
+    builder._split_generators = counted
+    try:
+        yield
+    finally:
+        del builder._split_generators
+        bar.close()
 
 
 def _raw_size(builder: tfds.core.GeneratorBasedBuilder) -> int | None:
@@ -556,6 +603,7 @@ def load_split(
     data_dir: str | os.PathLike | None = None,
     modalities: Iterable[str] | None = None,
     with_stems: bool = False,
+    progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Every image of one split as modality -> stacked array (registry encodings).
 
@@ -569,6 +617,7 @@ def load_split(
       data_dir: the cache (default: $MTL_DATA_DIR or ~/.cache/mtl_grouping/tfds).
       modalities: the modalities to return (default: all of them).
       with_stems: also return 'stem': the image names, a str array.
+      progress: show a progress bar while the dataset is prepared.
 
     The first call for a setting prepares the dataset (renders, or decodes the
     PNGs, and writes array_record files); later calls only read them.
@@ -588,7 +637,7 @@ def load_split(
                 folders = split_folders(builder.builder_config.root)
                 for folder in folders.values() if folders else [builder.builder_config.root]:
                     taskonomy.index_files(folder, modalities)
-            prepare(builder)
+            prepare(builder, progress)
             return read_split(builder, split, modalities, with_stems=with_stems)
         except CacheDamaged as e:
             if healed:  # prepared anew and damaged again: the disk, not a stray write
@@ -704,6 +753,7 @@ def load_for_tasks(
     counts: Sequence[int] | Mapping[str, int] | None = None,
     data_dir: str | os.PathLike | None = None,
     splits: Sequence[str] = SPLITS,
+    progress: bool = True,
 ) -> dict[str, dict[str, np.ndarray]]:
     """split -> the modalities `tasks` need (and the input image), for training."""
     from tasks.registry import modalities_for
@@ -711,6 +761,6 @@ def load_for_tasks(
     modalities = modalities_for(tasks)
     return {
         s: load_split(source, s, resolution=resolution, seed=seed, counts=counts, data_dir=data_dir,
-                      modalities=modalities)
+                      modalities=modalities, progress=progress)
         for s in splits
     }

@@ -215,3 +215,19 @@ def test_render_script_rejects_bad_arguments(tmp_path):
     (tmp_path / "full" / "f").write_text("")
     run = _render_script("--out", str(tmp_path / "full"), "--count", "1", "--resolution", "8")
     assert run.returncode == 2 and "error: --resolution must be in 32..256" in run.stderr
+
+
+#: What tensorflow-datasets prints while it prepares a dataset, and we silence.
+TFDS_OUTPUT = ("Downloading and preparing", "Generating splits", "examples...", "Shuffling", "downloaded and prepared")
+
+
+def test_preparing_shows_our_progress_bar_and_nothing_of_tfds(tmp_path, capfd):
+    datasets.load_split("scenes", "train", resolution=R, seed=5, counts=(4, 2, 2), data_dir=tmp_path / "a")
+    out, err = capfd.readouterr()
+    assert "rendering scenes" in err and "mtl: preparing mtl_scenes/" in err
+    assert not [text for text in TFDS_OUTPUT if text in out + err], out + err
+    # progress=False (--quiet): the one line saying what is prepared where, no bar.
+    datasets.load_split("scenes", "train", resolution=R, seed=5, counts=(4, 2, 2), data_dir=tmp_path / "b",
+                        progress=False)
+    out, err = capfd.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and err.startswith("mtl: preparing "), err

@@ -129,6 +129,15 @@ def test_tiny_run_writes_a_consistent_report(reference):
     assert "baseline all tasks in one network" in result.stdout and "time: data" in result.stdout
 
 
+def test_quiet_prints_nothing_of_tfds_on_first_use(reference):
+    _, result = reference
+    assert "mtl: preparing mtl_scenes/" in result.stderr  # this run prepared the data: their first use
+    text = result.stdout + result.stderr
+    tfds_output = ("Downloading and preparing", "Generating splits", "examples...", "Shuffling", "downloaded and prepared")
+    assert not [line for line in tfds_output if line in text], text
+    assert "%|" not in text and "rendering scenes" not in text  # --quiet: no bar of ours either
+
+
 def test_a_rerun_trains_nothing(reference, env, monkeypatch, capsys):
     # In-process, with training replaced by an error: everything must come from the store.
     out, _ = reference

@@ -207,7 +207,7 @@ def test_the_evaluation_chooses_what_find_groups_chooses(objective, tmp_path, mo
 
     monkeypatch.setattr(mtl.train, "train_and_evaluate", lambda *a, **k: pytest.fail("a network was trained"))
     monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", lambda *a, **k: pytest.fail("a network was trained"))
-    monkeypatch.setattr(DataSpec, "load", lambda self, tasks: {})
+    monkeypatch.setattr(DataSpec, "load", lambda self, tasks, **kw: {})
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(grouping.affinity, "train_with_affinity", lambda tasks, splits, cfg, **kw: {
         "tag": np.array(rec["tag"]), "cs": np.array(rec["cs"]), "train_seconds": 1.0,

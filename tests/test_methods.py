@@ -204,7 +204,7 @@ def test_tag_and_cs_group_by_the_averaged_matrix_and_reuse_the_run(tmp_path, no_
         return {"tag": Z, "cs": CS, "names": [t.name for t in tasks], "train_seconds": 3.0}
 
     monkeypatch.setattr(grouping.affinity, "train_with_affinity", hook)
-    monkeypatch.setattr(DataSpec, "load", lambda self, tasks: {})
+    monkeypatch.setattr(DataSpec, "load", lambda self, tasks, **kw: {})
     opts = options(tmp_path, method, budgets=(1, 1.5, 2, 3), every=5)
     report = find_groups(opts, echo=lambda line: None)
     assert calls == [(TASKS, 40, 5, "checkpoints")]
@@ -269,7 +269,7 @@ def test_tag_reports_the_all_task_network_it_trained_as_the_all_in_one_baseline(
     monkeypatch.setattr(grouping.affinity, "train_with_affinity", lambda tasks, splits, cfg, **kw: {
         "tag": Z, "cs": CS, "train_seconds": 1.0,
         "validation": {t: {"loss": v} for t, v in val.items()}, "test": {t: {"loss": 1.0} for t in val}})
-    monkeypatch.setattr(DataSpec, "load", lambda self, tasks: {})
+    monkeypatch.setattr(DataSpec, "load", lambda self, tasks, **kw: {})
     report = find_groups(options(tmp_path, "tag", budgets=(1, 2), objective="loss"), echo=lambda line: None)
     for sel in report["selections"]:
         assert sel["baselines"]["all_in_one"]["predicted_total"] == pytest.approx(sum(val.values()))

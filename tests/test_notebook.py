@@ -65,6 +65,6 @@ def test_notebook_on_a_tag_report(tmp_path, monkeypatch, no_training):
     z = np.array([[0, 0.2, -0.1], [0.3, 0, 0.05], [-0.2, 0.1, 0]])
     monkeypatch.setattr(grouping.affinity, "train_with_affinity",
                         value=lambda tasks, splits, cfg, **kw: {"tag": z, "cs": z, "train_seconds": 1.0})
-    monkeypatch.setattr(DataSpec, "load", lambda self, tasks: {})
+    monkeypatch.setattr(DataSpec, "load", lambda self, tasks, **kw: {})
     text = run_notebook(write_report(tmp_path, "tag"), monkeypatch)
     assert "method tag" in text and "TAG score" in text
