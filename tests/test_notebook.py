@@ -6,7 +6,12 @@ affinity training hook. The notebook reads the path from $MTL_REPORT."""
 
 from __future__ import annotations
 
+import os
 import random
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -68,3 +73,15 @@ def test_notebook_on_a_tag_report(tmp_path, monkeypatch, no_training):
     monkeypatch.setattr(DataSpec, "load", lambda self, tasks, **kw: {})
     text = run_notebook(write_report(tmp_path, "tag"), monkeypatch)
     assert "method tag" in text and "TAG score" in text
+
+
+def test_the_readme_command_runs_the_notebook(tmp_path):
+    # The README's command as printed (the `notebook` extra, in `test` too, installs nbconvert), on a copy.
+    readme = (NOTEBOOK.parents[1] / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.startswith("jupyter nbconvert"))
+    shutil.copytree(NOTEBOOK.parent, tmp_path / "notebooks")
+    env = {k: v for k, v in os.environ.items() if k != "MTL_REPORT"}  # the example report next to the notebook
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    result = subprocess.run(shlex.split(command), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "runs" / "notebook" / "affinity_explorer.html").stat().st_size > 0
