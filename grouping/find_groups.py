@@ -99,8 +99,8 @@ class Setup:
 
 
 def setup(opts: Options) -> Setup:
-    """Checks every input before anything is trained (ValueError on bad input)."""
-    from mtl.model import check_resolution
+    """Checks every input before any data is rendered or network trained (ValueError on bad input)."""
+    from mtl import options
     from mtl.train import TrainConfig
     from tasks.registry import resolve_tasks
 
@@ -112,16 +112,22 @@ def setup(opts: Options) -> Setup:
     if not budgets:
         raise ValueError("no budget given")
     method.check_budgets(names, budgets)
-    if opts.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {opts.steps}")
+    options.check_training(steps=opts.steps, batch_size=opts.batch_size, lr=opts.learning_rate,
+                           seed_value=opts.seed, data_seed=opts.data.seed, resolution=opts.data.resolution,
+                           checkpoint_every=opts.checkpoint_every)
+    for count in opts.data.counts or ():
+        options.at_least("--counts (each of train, validation, test)", count, 1)
+    options.fraction("--esa-fraction", opts.esa_fraction)
+    options.at_least("--every", opts.every, 1)
+    if opts.devices is not None:
+        options.at_least("--devices", opts.devices, 1)
+    if opts.max_members is not None:
+        options.at_least("--max-members", opts.max_members, 1)
     method.validate(opts.method_settings)
-    check_resolution(opts.data.resolution)
     if opts.ensemble:
         from mtl.ensemble import ensemble_devices
 
         ensemble_devices(opts.devices)  # more devices than exist: a clear error now, not after the data
-        if opts.max_members is not None and opts.max_members < 1:
-            raise ValueError(f"--max-members must be at least 1, got {opts.max_members}")
     cfg = TrainConfig(steps=opts.steps, batch_size=opts.batch_size, learning_rate=opts.learning_rate, seed=opts.seed)
     return Setup(method, objective, tasks, names, budgets, cfg, opts.data.check(tasks))
 

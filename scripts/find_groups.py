@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtl import cli  # noqa: E402
+from mtl import cli, options  # noqa: E402
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage block
@@ -37,26 +38,27 @@ def build_parser() -> argparse.ArgumentParser:
     from grouping.objective import DEFAULT_OBJECTIVE, OBJECTIVES
     from grouping.runner import AFFINITY_EVERY
 
-    p = _Parser(description=__doc__.split("\n\n")[0])
+    p = _Parser(description=__doc__.split("\n\n")[0], formatter_class=options.HelpFormatter)
     p.add_argument("--tasks", default="seg,depth,normals,edges", help="task names or aliases, comma-separated (at least 2)")
     p.add_argument("--budget", "--budgets", dest="budget", default="2",
                    help="inference budget(s) in full-size networks: 2, a list 1,2,3 or a range 1:5:0.5")
-    p.add_argument("--method", default=DEFAULT_METHOD, help=f"{' | '.join(method_names())} (default {DEFAULT_METHOD})")
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"{' | '.join(method_names())}")
     p.add_argument("--objective", default=DEFAULT_OBJECTIVE,
-                   help=f"{' | '.join(OBJECTIVES)} (default {DEFAULT_OBJECTIVE}): relative = mean over tasks of the "
+                   help=f"{' | '.join(OBJECTIVES)}: relative = mean over tasks of the "
                         "loss over the task's single-task loss; loss = the sum of losses (Standley et al.)")
-    p.add_argument("--data", default="scenes", help="'scenes' (embedded, default) or a Taskonomy-layout directory")
-    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--data", default="scenes", help="'scenes' (embedded) or a Taskonomy-layout directory")
+    p.add_argument("--resolution", type=int, default=64, help="image side in pixels: a multiple of 8, 32 to 256")
     p.add_argument("--counts", default=None, help="train,validation,test scenes (default 4000,500,500; scenes only)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the rendered scenes")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps of the full schedule")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per training step")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
     p.add_argument("--seed", type=int, default=0, help="initialisation, minibatch and sampling seed")
     p.add_argument("--esa-fraction", type=float, default=ESA_FRACTION, help="esa: fraction of the schedule")
     p.add_argument("--every", type=int, default=AFFINITY_EVERY, help="tag/cs: measure affinity every N steps")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/4, >= 50)")
-    p.add_argument("--out", default=None, help="run directory (default runs/<timestamp>)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<timestamp>); rerun with the same "
+                   "--out to resume")
     p.add_argument("--verify", action="store_true",
                    help="also train the chosen networks and the baselines with the full schedule; report test losses")
     p.add_argument("--no-ensemble", action="store_true",
@@ -75,8 +77,6 @@ def main(argv=None) -> int:
     from grouping.tables import parse_budgets
 
     counts = cli.parse_counts(args.counts) if args.counts is not None else None
-    if args.checkpoint_every is not None and args.checkpoint_every < 1:
-        raise ValueError("--checkpoint-every must be at least 1")
     opts = Options(
         tasks=args.tasks,
         budgets=parse_budgets(args.budget),

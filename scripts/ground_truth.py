@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mtl import cli  # noqa: E402
+from mtl import cli, options  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "ground_truth"
 LETTERS = ("s", "d", "n", "k", "t")
@@ -49,25 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
     from grouping.groundtruth import TASKS
     from grouping.objective import DEFAULT_OBJECTIVE, OBJECTIVES
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", default=",".join(TASKS), help="the tasks (default: Standley's task set 1, in his column order)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=options.HelpFormatter)
+    p.add_argument("--tasks", default=",".join(TASKS), help="the tasks: Standley's task set 1, in his column order")
     p.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated")
-    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--resolution", type=int, default=32, help="image side in pixels: a multiple of 8, 32 to 256")
     p.add_argument("--steps", type=int, default=600, help="steps of the full schedule")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=int, default=32, help="images per training step")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
     p.add_argument("--counts", default="4000,500,500", help="train,validation,test scenes")
-    p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--esa-fraction", type=float, default=0.2)
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the rendered scenes")
+    p.add_argument("--esa-fraction", type=float, default=0.2, help="esa: fraction of the schedule")
     p.add_argument("--every", type=int, default=10, help="tag/cs: measure affinity every N steps")
-    p.add_argument("--budgets", default="1:5:0.5")
+    p.add_argument("--budgets", default="1:5:0.5", help="budgets of the curves: a number, a list or a range")
     p.add_argument("--objective", default=DEFAULT_OBJECTIVE, choices=OBJECTIVES,
-                   help="what the totals are: relative (mean of loss / single-task loss; default) or loss (sum)")
-    p.add_argument("--out", default=str(DEFAULT_OUT))
+                   help="what the totals are: relative (mean of loss / single-task loss) or loss (sum)")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="where the tables, ground_truth.json and the evaluation go")
     p.add_argument("--run-dir", default=str(ROOT / "runs" / "ground_truth"), help="results store and checkpoints")
-    p.add_argument("--devices", type=int, default=None, help="ensembles: devices to shard over")
+    p.add_argument("--devices", type=int, default=None, help="ensembles: devices to shard over (default all local ones)")
     p.add_argument("--evaluate-only", action="store_true", help="evaluate --out/ground_truth.json; train nothing")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 

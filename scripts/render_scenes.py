@@ -20,6 +20,7 @@ if importlib.util.find_spec("tasks") is None:  # run from a checkout, not instal
 
 from tqdm import tqdm  # noqa: E402
 
+from mtl.options import HelpFormatter  # noqa: E402
 from tasks import taskonomy  # noqa: E402
 from tasks.datasets import SCENE_RESOLUTIONS  # noqa: E402
 from tasks.registry import MODALITIES  # noqa: E402
@@ -39,17 +40,17 @@ def _int_at_least(low: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--out", required=True, help="directory to write (created; must be empty if it exists)")
     parser.add_argument("--count", type=_int_at_least(1), required=True, help="number of images")
     parser.add_argument(
         "--resolution", type=_int_at_least(1), default=64,
-        help=f"image size in pixels, {SCENE_RESOLUTIONS[0]}..{SCENE_RESOLUTIONS[1]} (default 64)",
+        help=f"image size in pixels, {SCENE_RESOLUTIONS[0]}..{SCENE_RESOLUTIONS[1]}",
     )
-    parser.add_argument("--seed", type=_int_at_least(0), default=0, help="scene seed (default 0)")
-    parser.add_argument("--start", type=_int_at_least(0), default=0, help="index of the first image (default 0)")
+    parser.add_argument("--seed", type=_int_at_least(0), default=0, help="scene seed")
+    parser.add_argument("--start", type=_int_at_least(0), default=0, help="index of the first image")
     parser.add_argument(
-        "--layout", choices=["taskonomy"], default="taskonomy", help="on-disk layout (default taskonomy)"
+        "--layout", choices=["taskonomy"], default="taskonomy", help="on-disk layout"
     )
     args = parser.parse_args(argv)
 

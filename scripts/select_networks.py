@@ -52,16 +52,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(description=__doc__.split("\n\n")[0])
+    from mtl.options import HelpFormatter
+
+    p = _Parser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--table", required=True, help="selection table (Standley .txt, .csv, or TAG .json[#key/key])")
-    p.add_argument("--test-table", help="table to score the chosen networks on (e.g. test losses)")
+    p.add_argument("--test-table", help="table to score the chosen networks on (e.g. test losses; default none)")
     p.add_argument("--budgets", required=True, help="a number, a list 1,2,3 or an inclusive range 1:5:0.5")
-    p.add_argument("--method", default="optimal", help="optimal (default) or hoa (higher-order approximation from pairs)")
+    p.add_argument("--method", default="optimal", help="optimal or hoa (higher-order approximation from pairs)")
     p.add_argument("--objective", default="loss",
-                   help="loss (default; minimise summed loss), relative (minimise the mean of loss / single-task loss) "
+                   help="loss (minimise summed loss), relative (minimise the mean of loss / single-task loss) "
                         "or tag (maximise mean affinity)")
-    p.add_argument("--tasks", help="comma-separated task names (columns of a Standley table; tasks to cover or group)")
-    p.add_argument("--time-limit", type=float, help="seconds for the whole run (MIP solver only)")
+    p.add_argument("--tasks", help="comma-separated task names (columns of a Standley table; tasks to cover or "
+                   "group; default s,d,n,k,t for a Standley table, else every task in the table)")
+    p.add_argument("--time-limit", type=float, help="seconds for the whole run (MIP solver only; default none)")
     p.add_argument("--allow-missing", action="store_true", help="accept a Standley table that lacks some networks")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return p

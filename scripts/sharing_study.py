@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mtl import cli  # noqa: E402
+from mtl import cli, options  # noqa: E402
 
 
 def verdicts(runs: dict, tasks: list[str], seeds: list[int]) -> dict:
@@ -56,13 +56,14 @@ def verdicts(runs: dict, tasks: list[str], seeds: list[int]) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", default="seg,depth,normals,edges")
-    p.add_argument("--seeds", default="0,1")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--counts", default="4000,500,500")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sharing_study.json"))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=options.HelpFormatter)
+    p.add_argument("--tasks", default="seg,depth,normals,edges", help="task names or aliases, comma-separated")
+    p.add_argument("--seeds", default="0,1", help="training seeds, comma-separated")
+    p.add_argument("--steps", type=int, default=1500, help="training steps of each network")
+    p.add_argument("--resolution", type=int, default=64, help="image side in pixels: a multiple of 8, 32 to 256")
+    p.add_argument("--counts", default="4000,500,500", help="train,validation,test scenes")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sharing_study.json"),
+                   help="the study's JSON (finished networks are kept in it)")
     p.add_argument("--work", default=str(ROOT / "runs" / "sharing_study"), help="checkpoints of unfinished networks")
     args = p.parse_args(argv)
 
