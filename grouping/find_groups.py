@@ -41,7 +41,15 @@ from grouping.choose import (
 from grouping.methods import Estimate, Method, MethodSettings, get_method
 from grouping.methods.base import ESA_FRACTION
 from grouping.objective import DEFAULT_OBJECTIVE, Objective, get_objective
-from grouping.report import atomic_text, build_report, format_table, format_timing, write_outputs
+from grouping.report import (
+    atomic_text,
+    build_report,
+    format_table,
+    format_timing,
+    run_settings,
+    settings_differences,
+    write_outputs,
+)
 from grouping.runner import AFFINITY_EVERY, FULL_SIZE, DataSpec, NetSpec, Runner
 from grouping.store import STORE_NAME, ResultsStore
 
@@ -73,6 +81,7 @@ class Options:
     devices: int | None = None  # ensembles: devices to shard over (None: all local ones)
     max_members: int | None = None  # ensembles: most networks per compiled program
     command: str | None = None
+    overwrite: bool = False  # replace the report of other settings in `out` (see `check_out`)
 
     @property
     def method_settings(self) -> MethodSettings:
@@ -138,6 +147,7 @@ def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str,
     s = setup(opts)
     method, names, budgets, settings = s.method, s.names, s.budgets, opts.method_settings
     out = Path(opts.out)
+    check_out(out, run_settings(opts, method, s.objective, names, s.cfg, s.data_settings), opts.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     echo(f"run directory {out} (rerun with --out {out} to resume); method {method.name}; objective {s.objective.name}; "
          f"tasks {', '.join(names)}; budgets {', '.join(f'{b:g}' for b in budgets)}")
@@ -188,6 +198,29 @@ def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str,
     echo(format_timing(report))
     echo(f"wrote {out / 'report.json'}, report.md, affinity.png, curve.png")
     return report
+
+
+def check_out(out: Path, settings: Mapping[str, Any], overwrite: bool = False) -> None:
+    """Refuses a run directory whose report.json is of other settings (ValueError naming what differs).
+
+    A rerun of the same settings resumes and rewrites the same report; one of
+    other settings would silently replace report.json, report.md and the
+    figures, so it needs another --out, or ``overwrite`` (--overwrite). Only
+    what the user chose counts (`grouping.report.settings_differences`): a new
+    code version or renderer is a rerun of the same command."""
+    path = out / "report.json"
+    if overwrite or not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--out {out} holds a report.json this run cannot read ({e}); give another --out, or "
+                         "add --overwrite to replace it") from None
+    diffs = settings_differences(old, settings)
+    if diffs:
+        raise ValueError(f"--out {out} holds the report of other settings ({'; '.join(diffs)}): give another --out, "
+                         "rerun with those settings to resume it, or add --overwrite to replace its report files "
+                         "(the networks in its store are kept and reused)")
 
 
 # ---------------------------------------------------------------------------

@@ -47,6 +47,40 @@ CHANGE_NAMES = {
     "vs_independent": "change vs independent networks (%)",
 }
 ORIENTATION = "matrix[i][j]: effect of task i (row, source) on task j (column, target); positive = i helps j"
+#: The report's keys that say what the user chose (`run_settings`), compared by `settings_differences`.
+SETTINGS_KEYS = ("tasks", "method", "objective", "budgets", "data", "training", "verify")
+#: Data settings that fingerprint the code or the files, not a choice: a rerun after a code change is the same command.
+FINGERPRINTS = ("dataset", "renderer")
+
+
+def run_settings(opts, method: Method, objective: Objective, names: Sequence[str], cfg,
+                 data_settings: Mapping) -> dict[str, Any]:
+    """The settings part of the report (`SETTINGS_KEYS`), from the run's `grouping.find_groups.Options`."""
+    return {"tasks": list(names), "method": method.name, "objective": objective.name,
+            "budgets": [float(b) for b in opts.budgets], "data": dict(data_settings),
+            "training": {**train_settings(cfg), "esa_fraction": None, "affinity_every": None,
+                         **method.settings_used(opts.method_settings)},
+            "verify": bool(opts.verify)}
+
+
+def settings_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What the user chose differently in two reports' settings: ['method tag -> hoa', 'training.steps 500 -> 20']."""
+    out = []
+    for key in SETTINGS_KEYS:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for sub in sorted(set(a) | set(b)):
+                if sub not in FINGERPRINTS and a.get(sub) != b.get(sub):
+                    out.append(f"{key}.{sub} {_text(a.get(sub))} -> {_text(b.get(sub))}")
+        elif a != b:
+            out.append(f"{key} {_text(a)} -> {_text(b)}")
+    return out
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(_text(v) for v in value)
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # ---------------------------------------------------------------------------
@@ -97,15 +131,16 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
             entry["measured"] = verification["per_budget"][i]
         selections.append(entry)
     settings = opts.method_settings
+    chosen = run_settings(opts, method, objective, names, cfg, data_settings)
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
-        "tasks": names,
-        "method": method.name,
-        "objective": objective.name,
+        "tasks": chosen["tasks"],
+        "method": chosen["method"],
+        "objective": chosen["objective"],
         "totals": objective.quantity,
         "reference": reference,
-        "budgets": [float(b) for b in opts.budgets],
+        "budgets": chosen["budgets"],
         "predicts_losses": method.predicts_losses,
         "predicted": method.describe(opts.steps, settings),
         "selections": selections,
@@ -117,11 +152,10 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
         "trained_networks": [
             {"label": tr.spec.label, "tasks": list(tr.spec.tasks), "size": tr.spec.size, "steps": tr.steps,
              "validation": tr.validation, "test": tr.test} for tr in est.trained],
-        "data": dict(data_settings),
-        "training": {**train_settings(cfg), "esa_fraction": None, "affinity_every": None,
-                     **method.settings_used(settings)},
+        "data": chosen["data"],
+        "training": chosen["training"],
         "code_version": code_version(),
-        "verify": verification is not None,
+        "verify": chosen["verify"],
     }
     if verification is not None:
         report["verified_networks"] = verification["networks"]

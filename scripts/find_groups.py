@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/4, >= 50)")
     p.add_argument("--out", default=None, help="run directory (default runs/<timestamp>); rerun with the same "
                    "--out to resume")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the report files in --out even if they are of other settings (the store is kept)")
     p.add_argument("--verify", action="store_true",
                    help="also train the chosen networks and the baselines with the full schedule; report test losses")
     p.add_argument("--no-ensemble", action="store_true",
@@ -96,6 +98,7 @@ def main(argv=None) -> int:
         ensemble=not args.no_ensemble,
         devices=args.devices,
         max_members=args.max_members,
+        overwrite=args.overwrite,
         command=" ".join(map(shlex.quote, ["scripts/find_groups.py", *(sys.argv[1:] if argv is None else argv)])),
     )
     find_groups(opts)

@@ -213,6 +213,17 @@ def assert_input_error(code, stderr, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+def test_other_settings_on_the_same_out_are_refused_before_any_work(reference, env):
+    out, _ = reference
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.suffix in (".json", ".md", ".png")}
+    other = [("1:2:0.5" if a == "1:2.5:0.5" else a) for a in TINY]  # the same run, fewer budgets
+    result = cli(env, *other, "--out", out)
+    assert_input_error(result.returncode, result.stderr, f"--out {out} holds the report of other settings",
+                       "budgets 1,1.5,2,2.5 -> 1,1.5,2", "--overwrite")
+    assert result.stdout == ""
+    assert before == {name: (out / name).read_bytes() for name in before}
+
+
 def test_unknown_task_lists_the_valid_ones(env, tmp_path):
     result = cli(env, "--tasks", "seg,flow", "--budget", "2", "--method", "hoa", "--out", tmp_path / "r")
     assert_input_error(result.returncode, result.stderr, "unknown task 'flow'", "valid tasks", "normals")

@@ -215,7 +215,8 @@ def test_the_evaluation_chooses_what_find_groups_chooses(objective, tmp_path, mo
 
     def options(method):
         return Options(tasks=",".join(names), budgets=list(BUDGETS), method=method, objective=objective,
-                       data=DataSpec("scenes", 32, 0, (16, 8, 8)), steps=40, out=tmp_path / "run", progress=False)
+                       data=DataSpec("scenes", 32, 0, (16, 8, 8)), steps=40, out=tmp_path / "run", progress=False,
+                       overwrite=True)  # one run directory for every method: each report replaces the last
 
     s = setup(options("exhaustive"))
     with ResultsStore(tmp_path / "run" / "store.sqlite") as store:

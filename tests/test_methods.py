@@ -8,6 +8,7 @@ the affinity training hook; the baselines; the registry.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 from pathlib import Path
@@ -277,8 +278,27 @@ def test_tag_reports_the_all_task_network_it_trained_as_the_all_in_one_baseline(
     # Budget 1 allows only one grouping: all tasks together, so the random mean is that network too.
     assert report["selections"][0]["baselines"]["random"]["predicted_total"] == pytest.approx(sum(val.values()))
     # The relative objective needs the single-task losses, which tag does not train: no totals, no guesses.
-    report = find_groups(options(tmp_path, "tag", budgets=(1, 2)), echo=lambda line: None)
+    report = find_groups(options(tmp_path, "tag", budgets=(1, 2), overwrite=True), echo=lambda line: None)
     assert report["objective"] == "relative" and report["reference"] is None
     for sel in report["selections"]:
         assert sel["baselines"]["all_in_one"]["predicted_total"] is None
         assert sel["task_change_percent"]["vs_independent"] is None
+
+
+def test_another_setting_on_the_same_out_is_refused_naming_what_differs(tmp_path, no_training, monkeypatch):
+    monkeypatch.setattr(grouping.affinity, "train_with_affinity",
+                        lambda tasks, splits, cfg, **kw: {"tag": Z, "cs": CS, "train_seconds": 1.0})
+    monkeypatch.setattr(DataSpec, "load", lambda self, tasks, **kw: {})
+    find_groups(options(tmp_path, "tag", budgets=(1, 2)), echo=lambda line: None)
+    find_groups(options(tmp_path, "tag", budgets=(1, 2)), echo=lambda line: None)  # the same settings: a rerun
+    files = {name: (tmp_path / "run" / name).read_bytes()
+             for name in ("report.json", "report.md", "affinity.png", "curve.png")}
+    with pytest.raises(ValueError) as refused:
+        find_groups(options(tmp_path, "cs", budgets=(1, 2, 3), seed=1), echo=lambda line: None)
+    message = str(refused.value)
+    for fragment in ("holds the report of other settings", "method tag -> cs", "budgets 1,2 -> 1,2,3",
+                     "training.seed 0 -> 1", "another --out", "--overwrite"):
+        assert fragment in message, message
+    assert files == {name: (tmp_path / "run" / name).read_bytes() for name in files}  # nothing replaced
+    report = find_groups(options(tmp_path, "cs", budgets=(1, 2, 3), seed=1, overwrite=True), echo=lambda line: None)
+    assert report["method"] == "cs" and json.loads((tmp_path / "run" / "report.json").read_text())["method"] == "cs"
