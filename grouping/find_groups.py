@@ -46,6 +46,7 @@ from grouping.report import (
     build_report,
     format_table,
     format_timing,
+    git_commit,
     run_settings,
     settings_differences,
     write_outputs,
@@ -179,6 +180,7 @@ def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str,
         "out": str(out),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": opts.command,
+        "git_commit": git_commit(),
         "timing": {
             "data_seconds": runner.data_seconds,
             "networks": runner.log,
@@ -269,4 +271,6 @@ def verify(runner: Runner, est: Estimate, choices: Sequence[Choice], bases: Sequ
         out.append(entry)
     return {"per_budget": out, "networks": {s.label: {"test": test[s.label],
                                                       "validation": {t: tr.loss(t) for t in s.tasks},
+                                                      "test_metrics": {t: {k: v for k, v in tr.test[t].items()
+                                                                           if k != "loss"} for t in s.tasks},
                                                       "steps": tr.steps} for s, tr in trained.items()}}

@@ -9,11 +9,14 @@
   predicted total, each task's change (%) against one all-task network and
   against its independent full-size network, the baselines; the candidate
   table the solver used (methods that predict losses); the affinity matrix
-  with its task order and orientation; the trained networks' losses; data
-  and training settings; code version; with ``--verify`` the measured test
-  losses. Everything that depends on the run (paths, dates, times) is under
-  ``"run"``; the rest is the same for the same settings, however often the
-  run was interrupted.
+  with its task order and orientation; the trained networks' losses; each
+  task's test metrics (mIoU, RMSE, angle...) in the chosen networks and the
+  baselines wherever those networks were trained with the full schedule
+  (``task_metrics``); data and training settings; the code version (a hash
+  of the package source); with ``--verify`` the measured test losses.
+  Everything that depends on the run (paths, dates, times, the git commit)
+  is under ``"run"``; the rest is the same for the same settings, however
+  often the run was interrupted.
 * ``affinity.png`` (heatmap with values), ``curve.png`` (predicted total
   against budget for the method and the baselines, measured test totals
   dashed with ``--verify``), ``report.md``.
@@ -36,7 +39,7 @@ from grouping.runner import NetSpec, train_settings
 from grouping.store import code_version
 
 REPORT_FORMAT = "mtl-grouping/find-groups-report"
-REPORT_VERSION = 2
+REPORT_VERSION = 3  # 3: task_metrics, run.git_commit
 BASELINE_NAMES = {
     "all_in_one": "all tasks in one network",
     "one_per_task": "one network per task",
@@ -83,6 +86,55 @@ def _text(value: Any) -> str:
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def git_commit(root: str | os.PathLike | None = None) -> str | None:
+    """The git commit of the checkout the package runs from, with "-dirty" when tracked files have
+    changes; None outside a git checkout (an installed copy) or without git."""
+    import subprocess
+
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("-dirty" if status.returncode == 0 and status.stdout.strip() else "")
+
+
+def metric_names(names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """task -> {"metric": its headline metric (tasks.registry), "higher_is_better"}."""
+    from tasks.registry import resolve_tasks
+
+    return {t.name: {"metric": t.metric, "higher_is_better": t.higher_is_better} for t in resolve_tasks(list(names))}
+
+
+def _measured_metrics(est: Estimate, verification: Mapping | None, steps: int) -> dict[str, dict[str, dict]]:
+    """label -> task -> test metrics (no loss) of every network trained with the full schedule."""
+    out: dict[str, dict[str, dict]] = {}
+    for tr in est.trained:
+        if tr.steps == steps:  # not esa's shortened runs: their metrics are not the network's
+            out[tr.spec.label] = {t: {k: v for k, v in tr.test[t].items() if k != "loss"} for t in tr.spec.tasks}
+    for label, nw in (verification or {}).get("networks", {}).items():
+        out[label] = nw["test_metrics"]
+    return out
+
+
+def _task_metrics(specs: Sequence[NetSpec] | None, names: Sequence[str], measured: Mapping[str, Mapping],
+                  assignment: Mapping[str, str] | None = None) -> dict[str, dict[str, Any] | None] | None:
+    """task -> {"network": the network serving it, its test metrics}, None where that network's are unknown."""
+    if specs is None:
+        return None
+    out: dict[str, dict[str, Any] | None] = {}
+    for t in names:
+        label = assignment[t] if assignment else next(s.label for s in specs if t in s.tasks)
+        m = measured.get(label, {}).get(t)
+        out[t] = None if m is None else {"network": label, **m}
+    return out if any(v is not None for v in out.values()) else None
+
+
 # ---------------------------------------------------------------------------
 # The report as data.
 
@@ -102,6 +154,7 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
     """The report as data (`opts`: the run's `grouping.find_groups.Options`)."""
     names = list(est.tasks)
     losses = est.losses()
+    measured = _measured_metrics(est, verification, cfg.steps)
     # Under "relative", a method that trains no single-task networks (tag, cs) has no reference: no totals.
     reference = objective.reference(losses, names, required=False)
     selections = []
@@ -117,7 +170,8 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
             specs = getattr(base, key)
             b_out[key] = None if specs is None else {
                 "networks": [_net(s, est.predicted(s)) for s in specs],
-                "cost": math.fsum(s.cost for s in specs), "predicted_total": totals[key]}
+                "cost": math.fsum(s.cost for s in specs), "predicted_total": totals[key],
+                "task_metrics": _task_metrics(specs, names, measured)}
         b_out["random"] = None if not base.random else {
             "predicted_total": totals["random_mean"], "count": len(base.random),
             "sampling": f"every set partition of the tasks into at most {groups_within(ch.budget)} "
@@ -126,6 +180,7 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
                  "tag_score": ch.tag_score, "assignment": {t: ch.assignment[t] for t in names},
                  "task_change_percent": task_changes(per_task_losses(ch.specs, losses, names, ch.assignment),
                                                      losses, names),
+                 "task_metrics": _task_metrics(ch.specs, names, measured, ch.assignment),
                  "optimal": bool(ch.optimal), "gap": float(ch.gap), "baselines": b_out}
         if verification is not None:
             entry["measured"] = verification["per_budget"][i]
@@ -141,6 +196,7 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
         "totals": objective.quantity,
         "reference": reference,
         "budgets": chosen["budgets"],
+        "metrics": metric_names(names),
         "predicts_losses": method.predicts_losses,
         "predicted": method.describe(opts.steps, settings),
         "selections": selections,
@@ -168,6 +224,40 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
 
 def _total_name(report: Mapping[str, Any]) -> str:
     return "mean relative loss" if report["objective"] == "relative" else "total"
+
+
+def _metric_cell(entry: Mapping[str, Any] | None, metric: str) -> float | None:
+    value = None if entry is None else entry.get(metric)
+    return None if value is None else float(value)
+
+
+def _metrics_line(label: str, task_metrics: Mapping[str, Any] | None, report: Mapping[str, Any]) -> list[str]:
+    """One line of each task's headline test metric under the task columns, or none."""
+    if not task_metrics:
+        return []
+    cells = ""
+    for t in report["tasks"]:
+        v = _metric_cell(task_metrics.get(t), report["metrics"][t]["metric"])
+        cells += f"{'-':>9}" if v is None else f"{v:>9.4g}"
+    return [f"  {label:<45}" + cells]
+
+
+def _metrics_text(task_metrics: Mapping[str, Any] | None, report: Mapping[str, Any]) -> str:
+    """'seg miou 0.512, depth rmse_m 0.77' (the known ones), or ''."""
+    if not task_metrics:
+        return ""
+    parts = []
+    for t in report["tasks"]:
+        metric = report["metrics"][t]["metric"]
+        v = _metric_cell(task_metrics.get(t), metric)
+        if v is not None:
+            parts.append(f"{t} {metric} {v:.4g}")
+    return ", ".join(parts)
+
+
+def metrics_legend(report: Mapping[str, Any]) -> str:
+    return ", ".join(f"{t} {m['metric']} ({'higher' if m['higher_is_better'] else 'lower'} = better)"
+                     for t, m in report["metrics"].items())
 
 
 def _changes(label: str, changes: Mapping[str, float] | None, names: Sequence[str]) -> list[str]:
@@ -203,6 +293,7 @@ def format_table(report: Mapping[str, Any]) -> str:
             lines.append(f"  {nw['label'][:34]:<34}{nw['width']:>5}{nw['cost']:>6g}{cells}")
         for key, label in CHANGE_NAMES.items():
             lines += _changes("predicted " + label, sel["task_change_percent"][key], names)
+        lines += _metrics_line("test metric (network trained in full)", sel.get("task_metrics"), report)
         meas = sel.get("measured")
         if meas:
             lines.append(f"  {'measured test loss (full schedule)':<45}"
@@ -223,9 +314,15 @@ def format_table(report: Mapping[str, Any]) -> str:
             text += ": predicted " + ("-" if b["predicted_total"] is None else f"{b['predicted_total']:.4f}")
             if meas and meas.get(key):
                 text += f", measured test {meas[key]['test_total']:.4f}"
+            metrics = _metrics_text(b.get("task_metrics"), report)
+            if metrics:
+                text += f"; test metrics: {metrics}"
             lines.append(text)
     lines.append("")
     lines.append("(* = the network whose output the task uses)")
+    if "metrics" in report:
+        lines.append(f"(test metrics: {metrics_legend(report)}; '-' = that network was not trained with the full "
+                     "schedule: --verify trains it)")
     if report["objective"] == "relative" and report["reference"] is None:
         lines.append(f"(the relative objective needs each task's single-task loss: {report['method']} trains no "
                      "single-task network, so predicted totals are '-'; --verify measures them)")
@@ -254,7 +351,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
           f"Data: `{json.dumps(report['data'])}`  ",
           f"Training: {report['training']['steps']} steps, batch {report['training']['batch_size']}, "
           f"{report['training']['optimizer']} lr {report['training']['learning_rate']:g}, seed {report['training']['seed']}  ",
-          f"Code version: `{report['code_version']}`", "",
+          _code_line(report), "",
           "## Chosen networks", ""]
     value = "TAG score" if tag else "predicted loss"
     md.append(f"| budget | network | size | cost | {' | '.join(names)} | total |")
@@ -278,8 +375,10 @@ def format_markdown(report: Mapping[str, Any]) -> str:
                 c = changes[key]
                 cells = [("-" if c is None else f"{c[t]:+.1f}") for t in names]
                 md.append(f"| {sel['budget']:g} | {what} {label[:-4]} | {' | '.join(cells)} |")
-    md += ["", "Negative = lower loss than in that network; '-' = not known without --verify.", "",
-           "## Baselines (predicted totals" + (", measured test totals" if report.get("verify") else "") + ")", "",
+    md += ["", "Negative = lower loss than in that network; '-' = not known without --verify.", ""]
+    if "metrics" in report:
+        md += _metrics_markdown(report)
+    md += ["## Baselines (predicted totals" + (", measured test totals" if report.get("verify") else "") + ")", "",
            "| budget | method | " + " | ".join(BASELINE_NAMES.values()) + " |", "|---|---|---|---|---|"]
     for sel in report["selections"]:
         meas = sel.get("measured") or {}
@@ -296,7 +395,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         row = [cell(sel["baselines"][k]["predicted_total"] if sel["baselines"][k] else None, k) for k in BASELINE_NAMES]
         md.append(f"| {sel['budget']:g} | {own} | " + " | ".join(row) + " |")
     aff = report["affinity"]
-    md += ["", f"## Affinity ({aff['kind']})", "", aff["definition"] + ". " + aff["orientation"] + ".", "",
+    md += ["", f"## Affinity ({aff['kind']})", "", aff["definition"] + ".", "", aff["orientation"] + ".", "",
            "| source \\ target | " + " | ".join(aff["tasks"]) + " |", "|---|" + "---|" * len(aff["tasks"])]
     for t, row in zip(aff["tasks"], aff["matrix"]):
         md.append(f"| {t} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
@@ -304,6 +403,40 @@ def format_markdown(report: Mapping[str, Any]) -> str:
     if "run" in report:
         md += ["## Time", "", "```", format_timing(report), "```", ""]
     return "\n".join(md)
+
+
+def _code_line(report: Mapping[str, Any]) -> str:
+    commit = report.get("run", {}).get("git_commit")
+    text = (f"Code version: `{report['code_version']}`, a hash of the package source (the .py files of mtl/, tasks/ "
+            "and grouping/; the results store keys on it), not a git commit")
+    if commit:
+        dirty = commit.endswith("-dirty")
+        text += f"; git commit `{commit.removesuffix('-dirty')}`" + (" with uncommitted changes" if dirty else "")
+    return text
+
+
+def _metrics_markdown(report: Mapping[str, Any]) -> list[str]:
+    """Each task's headline test metric in the chosen networks and the baselines, where measured."""
+    names = report["tasks"]
+    head = [f"{t} ({m['metric']}, {'higher' if m['higher_is_better'] else 'lower'} = better)"
+            for t, m in report["metrics"].items()]
+    md = ["## Each task's test metric", "", f"| budget | networks | {' | '.join(head)} |",
+          "|---|---|" + "---|" * len(names)]
+    for sel in report["selections"]:
+        rows = [("chosen", sel.get("task_metrics"))]
+        for key in ("all_in_one", "one_per_task"):
+            base = sel["baselines"][key]
+            if base is not None:
+                rows.append((BASELINE_NAMES[key], base.get("task_metrics")))
+        for what, tm in rows:
+            cells = []
+            for t in names:
+                v = _metric_cell((tm or {}).get(t), report["metrics"][t]["metric"])
+                cells.append("-" if v is None else f"{v:.4g}")
+            md.append(f"| {sel['budget']:g} | {what} | {' | '.join(cells)} |")
+    md += ["", "Each task in the network whose output it uses, on the test split; '-' = that network was not "
+           "trained with the full schedule (`--verify` trains it).", ""]
+    return md
 
 
 # ---------------------------------------------------------------------------

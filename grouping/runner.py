@@ -383,9 +383,10 @@ def measure_affinity(tasks: Sequence, splits: Mapping, cfg, *, every: int = AFFI
                      checkpoint_dir: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
     """TAG lookahead affinity and gradient cosine from ONE training run of all `tasks`.
 
-    Returns ``{"tag": (n, n) array, Z[i, j] = mean over the measurements of
-    1 - L_j(after a step on task i's loss, shared parameters only) / L_j
-    (row i = source, column j = target), "cs": (n, n) mean cosine of the
+    Returns ``{"tag": (n, n) array, the mean over the measurements of
+    Z[i, j] / lr, Z[i, j] = 1 - L_j(after an SGD step of size lr on task i's
+    loss, shared parameters only) / L_j, lr the peak learning rate (TAG's
+    scale; row i = source, column j = target), "cs": (n, n) mean cosine of the
     per-task shared-parameter gradients, "names": [task names, the order of
     rows and columns], "train_seconds": float}`` and the "validation"/"test"
     evaluations of the all-task network.

@@ -302,3 +302,66 @@ def test_another_setting_on_the_same_out_is_refused_naming_what_differs(tmp_path
     assert files == {name: (tmp_path / "run" / name).read_bytes() for name in files}  # nothing replaced
     report = find_groups(options(tmp_path, "cs", budgets=(1, 2, 3), seed=1, overwrite=True), echo=lambda line: None)
     assert report["method"] == "cs" and json.loads((tmp_path / "run" / "report.json").read_text())["method"] == "cs"
+
+
+def test_the_report_shows_each_task_s_metric_in_the_networks_that_were_trained_in_full(tmp_path, no_training):
+    from grouping.report import format_markdown, format_table
+
+    names = TASKS[:3]
+    metric = {"seg": "miou", "depth": "rmse_m", "normals": "mean_angle_deg"}
+    opts = options(tmp_path, "exhaustive", tasks=names, budgets=(1, 3))
+    s = setup(opts)
+    specs = candidate_specs(names)
+    with ResultsStore(tmp_path / "run" / "store.sqlite") as store:
+        runner = s.runner(opts, store)
+        for i, spec in enumerate(specs):  # metric values that name their network: 10 * index + task
+            split = {t: {"loss": 0.1 + 0.01 * i, metric[t]: 10.0 * i + j} for j, t in enumerate(spec.tasks)}
+            store.put(runner.settings_for(spec), {"validation": split, "test": split, "train_seconds": 0.5})
+    report = find_groups(opts, echo=lambda line: None)
+    index = {spec.label: i for i, spec in enumerate(specs)}
+    assert report["metrics"]["seg"] == {"metric": "miou", "higher_is_better": True}
+    for sel in report["selections"]:
+        for t in names:
+            entry = sel["task_metrics"][t]
+            label = sel["assignment"][t]
+            assert entry["network"] == label
+            assert entry[metric[t]] == 10.0 * index[label] + specs[index[label]].tasks.index(t)
+        together = sel["baselines"]["all_in_one"]["task_metrics"]
+        assert {t: together[t]["network"] for t in names} == {t: "seg+depth+normals" for t in names}
+    table, md = format_table(report), format_markdown(report)
+    assert "test metric (network trained in full)" in table and "seg miou (higher = better)" in table
+    assert "## Each task's test metric" in md and "depth (rmse_m, lower = better)" in md
+
+
+def test_esa_reports_no_metrics_of_its_shortened_runs(tmp_path, no_training):
+    opts = options(tmp_path, "esa", tasks=TASKS[:2], budgets=(1,), esa_fraction=0.25)
+    s = setup(opts)
+    with ResultsStore(tmp_path / "run" / "store.sqlite") as store:
+        runner = s.runner(opts, store)
+        for spec in candidate_specs(TASKS[:2]):
+            split = {t: {"loss": 0.5, "miou": 0.5, "rmse_m": 0.5} for t in spec.tasks}
+            store.put(runner.settings_for(spec, 10), {"validation": split, "test": split, "train_seconds": 0.5})
+    report = find_groups(opts, echo=lambda line: None)
+    assert report["selections"][0]["task_metrics"] is None  # 10 of 40 steps: not the network's metrics
+
+
+def test_the_report_names_the_source_hash_and_the_git_commit(tmp_path, no_training, monkeypatch):
+    import subprocess
+
+    from grouping.report import git_commit
+
+    monkeypatch.setattr(grouping.affinity, "train_with_affinity",
+                        lambda tasks, splits, cfg, **kw: {"tag": Z, "cs": CS, "train_seconds": 1.0})
+    monkeypatch.setattr(DataSpec, "load", lambda self, tasks, **kw: {})
+    report = find_groups(options(tmp_path, "tag", budgets=(1, 2)), echo=lambda line: None)
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert f"Code version: `{report['code_version']}`, a hash of the package source" in md
+    assert "not a git commit" in md
+    head = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    if head.returncode == 0:  # a checkout: its commit, "-dirty" when tracked files changed
+        assert report["run"]["git_commit"].removesuffix("-dirty") == head.stdout.strip()
+        assert f"git commit `{head.stdout.strip()}`" in md
+    assert git_commit(tmp_path) is None  # not a checkout
+    # The affinity is defined as the numbers are: Z / η, η the peak learning rate (README: Z/η).
+    assert "`Z[i,j] / η`" in md and "η = the peak learning rate" in md

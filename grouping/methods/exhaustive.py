@@ -30,7 +30,7 @@ class Exhaustive(Method):
     name = "exhaustive"
     predicts_losses = True
     affinity_kind = "pair-loss-ratio"
-    affinity_definition = ("1 - L(j|{i,j}) / L(j|{j}): relative drop of j's validation loss when it shares a full-size "
+    affinity_definition = ("`1 - L(j|{i,j}) / L(j|{j})`: relative drop of j's validation loss when it shares a full-size "
                            "network with i (from the pair and single-task networks); diagonal 0")
     #: the record's key of the losses this method predicts from (`record`, `from_record`)
     record_key = "validation"

@@ -93,8 +93,10 @@ class AffinityMethod(Method):
 
 TAG = register(AffinityMethod(
     "tag", "lookahead",
-    "TAG lookahead affinity 1 - L_j(shared params after one SGD step on task i) / L_j(before), same batch, "
-    "averaged over the all-task training run"))
+    "TAG lookahead affinity `Z[i,j] / η`, where `Z[i,j] = 1 - L_j(θ_s - η ∇L_i, θ_j) / L_j(θ_s, θ_j)`: task j's loss "
+    "after one SGD step of size η along task i's gradient on the shared (encoder) parameters θ_s, heads θ fixed, "
+    "over its loss before, on the same minibatch; η = the peak learning rate; measured every --every steps and "
+    "averaged over the all-task training run (TAG's scale)"))
 CS = register(AffinityMethod(
     "cs", "cosine",
     "cosine similarity of the per-task gradients on the shared (encoder) parameters, averaged over the all-task "
