@@ -407,8 +407,8 @@ def format_markdown(report: Mapping[str, Any]) -> str:
 
 def _code_line(report: Mapping[str, Any]) -> str:
     commit = report.get("run", {}).get("git_commit")
-    text = (f"Code version: `{report['code_version']}`, a hash of the package source (the .py files of mtl/, tasks/ "
-            "and grouping/; the results store keys on it), not a git commit")
+    text = (f"Code version: `{report['code_version']}`, a hash of the source that trains (the .py files of mtl/, tasks/ "
+            "and grouping's affinity, runner and store; the results store keys on it), not a git commit")
     if commit:
         dirty = commit.endswith("-dirty")
         text += f"; git commit `{commit.removesuffix('-dirty')}`" + (" with uncommitted changes" if dirty else "")

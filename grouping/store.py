@@ -10,7 +10,7 @@ An embedded SQLite database (stdlib `sqlite3`) in the run directory,
   optimizer, learning rate, seed, ...), the data (source, resolution, scene
   counts and seed, the dataset's name, which ends with the renderer's
   fingerprint or a fingerprint of a directory's files) and the code version
-  (`code_version`: a hash of the package's source). A job is reused only when
+  (`code_version`: a hash of the source that trains: `CODE_PATHS`). A job is reused only when
   its key matches exactly, so a store written by another code version or
   other settings is never mixed in: its rows are simply not matched (and
   `count_other` tells how many there are).
@@ -81,7 +81,14 @@ SCHEMA_VERSION = 1
 STORE_NAME = "store.sqlite"
 LOCK_NAME = "run.lock"
 #: The source folders whose .py files make up the code version.
-CODE_FOLDERS = ("mtl", "tasks", "grouping")
+#: The source that decides a stored result's numbers: the data, the network and
+#: its training (mtl/, tasks/), the affinity probe, how the runner trains and
+#: keys a job, and the store itself. Selection, objectives, estimators'
+#: predictions and reports are left out: editing them changes no trained
+#: number, so it must not throw away finished networks (a ground truth is
+#: hours of training). A method whose training code lives elsewhere must put
+#: that code's hash in its own store keys.
+CODE_PATHS = ("mtl", "tasks", "grouping/affinity.py", "grouping/runner.py", "grouping/store.py")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -266,13 +273,14 @@ def package_root() -> Path:
 
 
 def code_version(root: str | os.PathLike | None = None) -> str:
-    """12 hex digits: sha256 over the paths and bytes of every .py file in
-    mtl/, tasks/ and grouping/ (recursively, sorted by path). Any edit to the
-    package's source changes it, and with it every store key."""
+    """12 hex digits: sha256 over the paths and bytes of the .py files of
+    `CODE_PATHS` (folders recursively, sorted by path). Any edit to that
+    source changes it, and with it every store key."""
     root = Path(root) if root is not None else package_root()
     h = hashlib.sha256()
-    for folder in CODE_FOLDERS:
-        for path in sorted((root / folder).rglob("*.py")):
+    for name in CODE_PATHS:
+        target = root / name
+        for path in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
             if "__pycache__" in path.parts:
                 continue
             h.update(path.relative_to(root).as_posix().encode() + b"\0")

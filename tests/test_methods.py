@@ -355,7 +355,7 @@ def test_the_report_names_the_source_hash_and_the_git_commit(tmp_path, no_traini
     monkeypatch.setattr(DataSpec, "load", lambda self, tasks, **kw: {})
     report = find_groups(options(tmp_path, "tag", budgets=(1, 2)), echo=lambda line: None)
     md = (tmp_path / "run" / "report.md").read_text()
-    assert f"Code version: `{report['code_version']}`, a hash of the package source" in md
+    assert f"Code version: `{report['code_version']}`, a hash of the source that trains" in md
     assert "not a git commit" in md
     head = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"], capture_output=True,
                           text=True)
