@@ -42,7 +42,13 @@ sys.path.insert(0, str(ROOT))
 from mtl import cli, options  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "ground_truth"
-LETTERS = ("s", "d", "n", "k", "t")
+
+
+def column_letters(tasks) -> list[str]:
+    """Standley's one-letter column names (s, d, n, k, t, e, r, c, a: each task's one-letter alias),
+    or the task names when two tasks would share a letter or one has none."""
+    letters = [next((a for a in t.aliases if len(a) == 1), t.name) for t in tasks]
+    return letters if len(set(letters)) == len(letters) else [t.name for t in tasks]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +103,7 @@ def train(args, names, seeds, out: Path) -> dict:
     path = out / "ground_truth.json"
     cfg0 = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr)
     gt = {
-        "tasks": list(names), "letters": list(LETTERS[: len(names)]) if len(names) == 5 else list(names),
+        "tasks": list(names), "letters": column_letters(tasks),
         "settings": {"train": train_settings(cfg0), "data": data_settings, "esa_fraction": args.esa_fraction,
                      "every": args.every, "code_version": code_version(), "device": device_info(),
                      "command": " ".join(map(shlex.quote, ["scripts/ground_truth.py", *sys.argv[1:]]))},
