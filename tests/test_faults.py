@@ -214,18 +214,6 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    env = dict(os.environ)
-    env["MTL_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
-    if not env.get("JAX_COMPILATION_CACHE_DIR"):
-        env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def find_groups(env, out, fail_at=0) -> subprocess.CompletedProcess:
     code = DRIVER.format(scripts=str(SCRIPTS))
     return subprocess.run([sys.executable, "-c", code, *TINY, "--out", str(out)], cwd=REPO, capture_output=True,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -24,18 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "find_groups.py"
 TINY = ["--tasks", "seg,depth", "--budget", "1:2.5:0.5", "--method", "exhaustive", "--resolution", "32",
         "--counts", "16,8,8", "--steps", "20", "--batch-size", "8", "--checkpoint-every", "10", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    env = dict(os.environ)
-    env["MTL_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
-    if not env.get("JAX_COMPILATION_CACHE_DIR"):
-        env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def cli(env, *args, timeout=300) -> subprocess.CompletedProcess:

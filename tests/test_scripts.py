@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -145,18 +144,6 @@ def test_find_groups_refuses_a_bad_number_before_any_work(args, fragment, tmp_pa
 
 TINY = ["--tasks", "seg,depth", "--resolution", "32", "--counts", "16,8,8", "--steps", "60", "--batch-size", "8",
         "--checkpoint-every", "10", "--quiet", "--json"]
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    env = dict(os.environ)
-    env["MTL_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
-    if not env.get("JAX_COMPILATION_CACHE_DIR"):
-        env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def train(env, cwd, *args) -> subprocess.CompletedProcess:
