@@ -39,11 +39,14 @@ __all__ = [
     "Trained",
     "candidate_specs",
     "measure_affinity",
+    "measure_lookahead",
     "train_settings",
 ]
 
-#: tag/cs: measure the affinity every this many steps (TAG's released Taskonomy code).
+#: tag/cs/lookahead: measure the affinity every this many steps (TAG's released Taskonomy code).
 AFFINITY_EVERY = 10
+#: The matrices of the lookahead run (`measure_lookahead`).
+LOOKAHEAD_MATRICES = ("lookahead", "normalised", "inner", "gram")
 FULL_SIZE, HALF_SIZE = 1.0, 0.5
 FULL_COST, HALF_COST = 1.0, 0.5
 
@@ -226,9 +229,9 @@ class Runner:
         """The store key of `spec` trained for `steps` (default: the full schedule)."""
         return self.settings(spec, self._cfg(spec.size, steps))
 
-    def affinity_settings(self, every: int = AFFINITY_EVERY) -> dict[str, Any]:
-        """The store key of the tag/cs affinity run."""
-        return {"kind": "affinity", "tasks": list(self.names), "every": every,
+    def affinity_settings(self, every: int = AFFINITY_EVERY, kind: str = "affinity") -> dict[str, Any]:
+        """The store key of the tag/cs affinity run (``kind="affinity"``) or of the corrected lookahead run."""
+        return {"kind": kind, "tasks": list(self.names), "every": every,
                 "train": train_settings(self._cfg(FULL_SIZE, None)), "data": self.data_settings,
                 "code_version": self.code_version, "schema": SCHEMA_VERSION}
 
@@ -341,11 +344,18 @@ class Runner:
 
     def affinity(self, every: int = AFFINITY_EVERY) -> dict[str, Any]:
         """The tag/cs measurement of one all-task run, through the store."""
+        return self._probe_run("affinity", every, measure_affinity, ("tag", "cs"))
+
+    def lookahead(self, every: int = AFFINITY_EVERY) -> dict[str, Any]:
+        """The corrected lookahead of one all-task run (`grouping.lookahead`), through the store."""
+        return self._probe_run("lookahead", every, measure_lookahead, LOOKAHEAD_MATRICES)
+
+    def _probe_run(self, kind: str, every: int, measure, matrices: Sequence[str]) -> dict[str, Any]:
         from grouping.store import canonical_json
         from mtl.train import TrainingDiverged
 
         cfg = self._cfg(FULL_SIZE, None)
-        settings = self.affinity_settings(every)
+        settings = self.affinity_settings(every, kind)
         self.keys.add(canonical_json(settings))
         hit = self.store.get(settings)
         reused = hit is not None
@@ -353,17 +363,16 @@ class Runner:
             _ = self.splits  # load the data first, so it is timed apart
         t0 = time.perf_counter()
         if hit is None:
-            ckpt = self.checkpoint_dir("affinity-" + "+".join(self.names), settings)
+            ckpt = self.checkpoint_dir(f"{kind}-" + "+".join(self.names), settings)
             try:
-                hit = measure_affinity(self.tasks, self.splits, cfg, every=every, checkpoint_dir=ckpt,
-                                       progress=self.progress)
+                hit = measure(self.tasks, self.splits, cfg, every=every, checkpoint_dir=ckpt, progress=self.progress)
             except TrainingDiverged as e:
-                self.store.put_failed(settings, f"affinity run: {e}")
+                self.store.put_failed(settings, f"{kind} run: {e}")
                 raise TrainingDiverged(e.task, e.step, e.value) from None
-            hit = {k: (np.asarray(v).tolist() if k in ("tag", "cs") else v) for k, v in hit.items()}
+            hit = {k: (np.asarray(v).tolist() if k in matrices else v) for k, v in hit.items()}
             self.store.put(settings, hit)
             shutil.rmtree(ckpt, ignore_errors=True)
-        self.log.append({"phase": "estimate", "network": "affinity run: " + "+".join(self.names), "size": FULL_SIZE,
+        self.log.append({"phase": "estimate", "network": f"{kind} run: " + "+".join(self.names), "size": FULL_SIZE,
                          "steps": cfg.steps, "reused": reused, "seconds": 0.0 if reused else time.perf_counter() - t0,
                          "train_seconds": float(hit.get("train_seconds", 0.0)), "resumed_from": None})
         return hit
@@ -401,6 +410,29 @@ def measure_affinity(tasks: Sequence, splits: Mapping, cfg, *, every: int = AFFI
     for key in ("tag", "cs"):
         out[key] = np.asarray(out[key], dtype=np.float64)
         if not np.all(np.isfinite(out[key][~np.eye(len(names), dtype=bool)])):
+            raise ValueError(f"the averaged {key} matrix has non-finite entries although no loss diverged; "
+                             "lower --lr or measure less often (--every)")
+    out["train_seconds"] = float(out.get("train_seconds", 0.0))
+    return out
+
+
+def measure_lookahead(tasks: Sequence, splits: Mapping, cfg, *, every: int = AFFINITY_EVERY,
+                      checkpoint_dir: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
+    """The corrected lookahead (`grouping.lookahead`) from ONE training run of all `tasks`.
+
+    Returns ``{"lookahead": (n, n) mean Z[source, target] of the normalised,
+    preconditioned step, "normalised": Zn, its columns divided by their
+    diagonal, "inner", "gram": the first-order Gram matrices, "names",
+    "measurements", "train_seconds"}`` and the "validation"/"test"
+    evaluations of the all-task network. The run is
+    `grouping.lookahead.train_with_lookahead`."""
+    from grouping import lookahead
+
+    out = dict(lookahead.train_with_lookahead(tuple(tasks), splits, cfg, every=every,
+                                              checkpoint_dir=checkpoint_dir, progress=progress))
+    for key in LOOKAHEAD_MATRICES:
+        out[key] = np.asarray(out[key], dtype=np.float64)
+        if not np.all(np.isfinite(out[key])):
             raise ValueError(f"the averaged {key} matrix has non-finite entries although no loss diverged; "
                              "lower --lr or measure less often (--every)")
     out["train_seconds"] = float(out.get("train_seconds", 0.0))

@@ -5,7 +5,7 @@ An embedded SQLite database (stdlib `sqlite3`) in the run directory,
 
 * ``key``: the canonical JSON of the job's settings (`canonical_json`:
   sorted keys, no spaces). The settings hold everything that can change the
-  numbers: the kind of job (``network`` or ``affinity``), the tasks in
+  numbers: the kind of job (``network``, ``affinity`` or ``lookahead``), the tasks in
   order, the encoder size, the training configuration (steps, batch size,
   optimizer, learning rate, seed, ...), the data (source, resolution, scene
   counts and seed, the dataset's name, which ends with the renderer's
@@ -82,20 +82,21 @@ STORE_NAME = "store.sqlite"
 LOCK_NAME = "run.lock"
 #: The source folders whose .py files make up the code version.
 #: The source that decides a stored result's numbers: the data, the network and
-#: its training (mtl/, tasks/), the affinity probe, how the runner trains and
+#: its training (mtl/, tasks/), the affinity probes (TAG's and the corrected lookahead), how the runner trains and
 #: keys a job, and the store itself. Selection, objectives, estimators'
 #: predictions and reports are left out: editing them changes no trained
 #: number, so it must not throw away finished networks (a ground truth is
 #: hours of training). A method whose training code lives elsewhere must put
 #: that code's hash in its own store keys.
-CODE_PATHS = ("mtl", "tasks", "grouping/affinity.py", "grouping/runner.py", "grouping/store.py")
+CODE_PATHS = ("mtl", "tasks", "grouping/affinity.py", "grouping/lookahead.py", "grouping/runner.py",
+              "grouping/store.py")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     key TEXT PRIMARY KEY,          -- canonical JSON of the settings
     key_hash TEXT NOT NULL,        -- sha256 of key, 16 hex digits (checkpoint folder names)
-    kind TEXT NOT NULL,            -- 'network' or 'affinity'
+    kind TEXT NOT NULL,            -- 'network', 'affinity' or 'lookahead'
     status TEXT NOT NULL CHECK (status IN ('done', 'failed')),
     tasks TEXT NOT NULL,           -- '+'-joined task names
     size REAL,
