@@ -39,7 +39,7 @@ from grouping.choose import (
     task_changes,
 )
 from grouping.methods import Estimate, Method, MethodSettings, get_method
-from grouping.methods.base import ESA_FRACTION
+from grouping.methods.base import ESA_FRACTION, SURROGATE_SAMPLES
 from grouping.objective import DEFAULT_OBJECTIVE, Objective, get_objective
 from grouping.report import (
     atomic_text,
@@ -76,6 +76,7 @@ class Options:
     verify: bool = False
     esa_fraction: float = ESA_FRACTION
     every: int = AFFINITY_EVERY
+    samples: int = SURROGATE_SAMPLES  # surrogate: random subsets besides the singles and the all-task network
     checkpoint_every: int | None = None
     progress: bool = True
     ensemble: bool = True  # train several networks of one width as one ensemble (mtl.ensemble)
@@ -86,7 +87,7 @@ class Options:
 
     @property
     def method_settings(self) -> MethodSettings:
-        return MethodSettings(esa_fraction=self.esa_fraction, every=self.every)
+        return MethodSettings(esa_fraction=self.esa_fraction, every=self.every, samples=self.samples)
 
 
 @dataclasses.dataclass
@@ -129,6 +130,7 @@ def setup(opts: Options) -> Setup:
         options.at_least("--counts (each of train, validation, test)", count, 1)
     options.fraction("--esa-fraction", opts.esa_fraction)
     options.at_least("--every", opts.every, 1)
+    options.at_least("--surrogate-samples", opts.samples, 0)
     if opts.devices is not None:
         options.at_least("--devices", opts.devices, 1)
     if opts.max_members is not None:

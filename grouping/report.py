@@ -62,7 +62,7 @@ def run_settings(opts, method: Method, objective: Objective, names: Sequence[str
     return {"tasks": list(names), "method": method.name, "objective": objective.name,
             "budgets": [float(b) for b in opts.budgets], "data": dict(data_settings),
             "training": {**train_settings(cfg), "esa_fraction": None, "affinity_every": None,
-                         **method.settings_used(opts.method_settings)},
+                         "surrogate_samples": None, **method.settings_used(opts.method_settings)},
             "verify": bool(opts.verify)}
 
 

@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from grouping.find_groups import DEFAULT_METHOD, DEFAULT_STEPS
-    from grouping.methods import ESA_FRACTION, method_names
+    from grouping.methods import ESA_FRACTION, SURROGATE_SAMPLES, method_names
     from grouping.objective import DEFAULT_OBJECTIVE, OBJECTIVES
     from grouping.runner import AFFINITY_EVERY
 
@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
     p.add_argument("--seed", type=int, default=0, help="initialisation, minibatch and sampling seed")
     p.add_argument("--esa-fraction", type=float, default=ESA_FRACTION, help="esa: fraction of the schedule")
-    p.add_argument("--every", type=int, default=AFFINITY_EVERY, help="tag/cs: measure affinity every N steps")
+    p.add_argument("--every", type=int, default=AFFINITY_EVERY,
+                   help="tag/cs/lookahead: measure the affinity every N steps")
+    p.add_argument("--surrogate-samples", type=int, default=SURROGATE_SAMPLES,
+                   help="surrogate: random task subsets trained besides the singles and the all-task network")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/4, >= 50)")
     p.add_argument("--out", default=None, help="run directory (default runs/<timestamp>); rerun with the same "
                    "--out to resume")
@@ -93,6 +96,7 @@ def main(argv=None) -> int:
         verify=args.verify,
         esa_fraction=args.esa_fraction,
         every=args.every,
+        samples=args.surrogate_samples,
         checkpoint_every=args.checkpoint_every,
         progress=not args.quiet,
         ensemble=not args.no_ensemble,

@@ -13,7 +13,9 @@ An estimator (a `Method`) says
 * what it costs: `cost` (trainings and steps each), and its minimum
   feasible budget (`minimum_budget`);
 * how to rebuild its estimate from a ground-truth record without training:
-  `record` (what `grouping.groundtruth.collect` keeps) and `from_record`.
+  `collect` (what `grouping.groundtruth.collect` keeps for one seed: by
+  default `record` of `estimate`), `in_record` (whether a record holds it)
+  and `from_record`.
 
 Methods register themselves with `register` when their module is imported;
 `get_method` imports every module of this package first, so adding an
@@ -35,6 +37,7 @@ from grouping.selection import InfeasibleBudgetError, Network
 
 __all__ = [
     "ESA_FRACTION",
+    "SURROGATE_SAMPLES",
     "Cost",
     "Estimate",
     "Method",
@@ -46,14 +49,18 @@ __all__ = [
 
 #: ESA: fraction of the schedule's steps.
 ESA_FRACTION = 0.2
+#: surrogate: random task subsets trained besides the singles and the all-task network.
+SURROGATE_SAMPLES = 5
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodSettings:
-    """The estimators' own settings: ESA's fraction of the schedule, tag/cs's measuring interval."""
+    """The estimators' own settings: ESA's fraction of the schedule, the measuring interval of
+    tag/cs/lookahead, the surrogate's number of sampled subsets."""
 
     esa_fraction: float = ESA_FRACTION
     every: int = AFFINITY_EVERY
+    samples: int = SURROGATE_SAMPLES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +154,18 @@ class Method:
         """What the ground truth keeps of `est` (JSON), so `from_record` can rebuild it."""
         raise NotImplementedError
 
+    def collect(self, runner: Runner, settings: MethodSettings) -> dict[str, Any]:
+        """The ground truth's evidence of this method for one seed (merged into the seed's record).
+
+        By default `record` of `estimate`. A method whose networks are the
+        exhaustive table's (the same settings, so the same store entries)
+        may read them from the record instead of training them again."""
+        return self.record(self.estimate(runner, settings))
+
+    def in_record(self, record: Mapping[str, Any]) -> bool:
+        """Whether a seed's record holds this method's evidence (`from_record` can rebuild it)."""
+        raise NotImplementedError
+
     def from_record(self, record: Mapping[str, Any], names: Sequence[str]) -> Estimate:
         """The estimate rebuilt from a ground-truth record (one seed), without training."""
         raise NotImplementedError
@@ -169,10 +188,15 @@ def _load_all() -> None:
         importlib.import_module(f"grouping.methods.{info.name}")
 
 
+#: The order in which methods are listed (from the most training to the least); others follow by name.
+ORDER = ("exhaustive", "esa", "hoa", "surrogate", "lookahead", "tag", "cs")
+
+
 def method_names() -> tuple[str, ...]:
-    """Every registered method's name."""
+    """Every registered method's name, in `ORDER` (whatever order their modules were imported in)."""
     _load_all()
-    return tuple(_REGISTRY)
+    known = [m for m in ORDER if m in _REGISTRY]
+    return tuple(known + sorted(m for m in _REGISTRY if m not in ORDER))
 
 
 def get_method(name: str) -> Method:

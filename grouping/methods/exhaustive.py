@@ -83,6 +83,9 @@ class Exhaustive(Method):
     def from_record(self, record: Mapping[str, Any], names: Sequence[str]) -> Estimate:
         return self._estimate(names, record[self.record_key], [])
 
+    def in_record(self, record: Mapping[str, Any]) -> bool:
+        return self.record_key in record
+
 
 def pairwise_affinity(names: Sequence[str], candidates: Sequence[Network]) -> np.ndarray:
     """A[u, t] = 1 - L(t|{t,u}) / L(t|{t}) from a candidate table (0 where L(t|{t}) = 0; diagonal 0)."""

@@ -86,6 +86,9 @@ class AffinityMethod(Method):
                 "affinity_run": {split: {t: tr.loss(t, split) for t in est.tasks}
                                  for tr in est.trained for split in ("validation", "test")}}
 
+    def in_record(self, record: Mapping[str, Any]) -> bool:
+        return self.key in record
+
     def from_record(self, record: Mapping[str, Any], names: Sequence[str]) -> Estimate:
         matrices = {k: record[k] for k in MATRICES if k in record}
         return self._estimate(names, matrices, record.get("affinity_run", {}).get("validation"), [])
