@@ -4,12 +4,17 @@
 seed: exhaustive trains all 2^n - 1 full-size subset networks and the n
 half-size singles with the full schedule (as ensembles), esa the same networks
 with the short schedule, hoa reads the singles and pairs back from the store,
-tag and cs share one all-task affinity run. The record keeps what each
-method's `Method.record` says (every network's validation and test losses,
-the early losses, the affinity matrices), so `evaluate` needs no training.
+tag and cs share one all-task affinity run, lookahead runs its probe run (its
+singles are exhaustive's), surrogate draws its sample of exhaustive's networks
+(no training). The record keeps what each method's `Method.collect` says
+(every network's validation and test losses, the early losses, the affinity
+matrices, the surrogate's sample), so `evaluate` needs no training.
+`collect(..., methods=...)` gathers some methods only: scripts/ground_truth.py
+--methods merges them into a finished record.
 
 `evaluate` answers, for every budget and seed, Standley et al.'s question
-with the code find_groups runs: each method's estimate is rebuilt from the
+with the code find_groups runs, for every method whose evidence every seed's
+record holds (`Method.in_record`): each method's estimate is rebuilt from the
 record by the registry (`Method.from_record`), chosen on with
 `grouping.choose.choose` (its own evidence: validation losses, early
 losses, HOA predictions or affinities), and the choice is scored with
@@ -43,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from grouping.choose import Choice, baseline_totals, baselines, choose, per_task_losses, score, task_changes
-from grouping.methods import MethodSettings, get_method
+from grouping.methods import MethodSettings, get_method, method_names
 from grouping.objective import DEFAULT_OBJECTIVE, Objective, change_percent, get_objective
 from grouping.selection import network_label
 
@@ -54,10 +59,21 @@ TASKS = ("seg", "depth", "normals", "keypoints", "edges")
 #: network, schedule or estimator is tuned on it; it is only evaluated
 #: (Standley's task set 2 without normals, so it shares no task with TASKS).
 HELDOUT_TASKS = ("autoencoder", "occlusion", "reshading", "curvature")
+#: The estimators of the first ground truth; `estimators_in` gives those of a record.
 ESTIMATORS = ("esa", "hoa", "tag", "cs")
 METHODS = ("optimal",) + ESTIMATORS
 #: The registered method behind each evaluated one: "optimal" is exhaustive training's choice.
 METHOD_NAMES = {"optimal": "exhaustive", **{m: m for m in ESTIMATORS}}
+
+
+def registered(method: str) -> str:
+    """The registered method behind an evaluated one ("optimal" -> "exhaustive")."""
+    return METHOD_NAMES.get(method, method)
+
+
+def estimators_in(record: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every registered estimator but exhaustive whose evidence `record` (one seed's) holds."""
+    return tuple(m for m in method_names() if m != "exhaustive" and get_method(m).in_record(record))
 BUDGETS = tuple(b / 2 for b in range(2, 11))  # 1, 1.5, ..., 5
 #: Targets of the ground-truth issue (regret in %, averaged over budgets).
 TARGETS = {"tag": 2.0, "hoa": 1.0}
@@ -68,16 +84,35 @@ TARGET_GAIN_AT_2 = 5.0  # optimal at budget 2 vs one all-task network, %
 # Collecting (training).
 
 
-def collect(runner, settings: MethodSettings) -> dict[str, Any]:
-    """Trains (or reads back from the store) everything the evaluation needs, for one seed."""
+def collect(runner, settings: MethodSettings, methods: Sequence[str] | None = None) -> dict[str, Any]:
+    """Trains (or reads back from the store) the evidence of `methods` (default: every registered
+    method, exhaustive first) for one seed: `Method.collect` of each, merged into one record."""
+    names = list(method_names()) if methods is None else list(methods)
+    for name in names:
+        get_method(name)  # unknown names fail before any training
+    if "exhaustive" in names:
+        names.remove("exhaustive")
+        names.insert(0, "exhaustive")
     record: dict[str, Any] = {"seconds": {}}
-    for name in METHOD_NAMES.values():
+    for name in names:
         method = get_method(name)
         start = len(runner.log)
-        est = method.estimate(runner, settings)
+        evidence = method.collect(runner, settings)
         record["seconds"][name] = math.fsum(e["seconds"] for e in runner.log[start:])
-        record.update(method.record(est))
+        record.update(evidence)
     return record
+
+
+def merge(gt: dict[str, Any], seed: str, evidence: Mapping[str, Any]) -> None:
+    """Adds one seed's `evidence` (a `collect` of some methods) to a ground-truth record in place:
+    its keys replace the same keys of the seed's record, its seconds are added to the seed's,
+    everything else is kept."""
+    record = gt["runs"].setdefault(str(seed), {"seconds": {}})
+    for key, value in evidence.items():
+        if key == "seconds":
+            record.setdefault("seconds", {}).update(value)
+        else:
+            record[key] = value
 
 
 # ---------------------------------------------------------------------------
@@ -85,10 +120,13 @@ def collect(runner, settings: MethodSettings) -> dict[str, Any]:
 
 
 def choices(record: Mapping[str, Any], names: Sequence[str], budgets: Sequence[float],
-            objective: str | Objective = DEFAULT_OBJECTIVE) -> dict[str, list[Choice]]:
-    """method -> its choice at each budget: the estimate rebuilt from the record, chosen on by `choose`."""
-    return {m: choose(get_method(name).from_record(record, names), budgets, objective)
-            for m, name in METHOD_NAMES.items()}
+            objective: str | Objective = DEFAULT_OBJECTIVE,
+            estimators: Sequence[str] | None = None) -> dict[str, list[Choice]]:
+    """method -> its choice at each budget: the estimate rebuilt from the record, chosen on by `choose`,
+    for optimal and `estimators` (default: every estimator the record holds, `estimators_in`)."""
+    estimators = estimators_in(record) if estimators is None else tuple(estimators)
+    return {m: choose(get_method(registered(m)).from_record(record, names), budgets, objective)
+            for m in ("optimal",) + estimators}
 
 
 def pairwise_transfer(losses: Mapping[str, Mapping[str, float]], names: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -99,23 +137,25 @@ def pairwise_transfer(losses: Mapping[str, Mapping[str, float]], names: Sequence
 
 
 def evaluate_seed(record: Mapping[str, Any], names: Sequence[str], budgets: Sequence[float],
-                  objective: str | Objective = DEFAULT_OBJECTIVE) -> dict[str, Any]:
-    """Test totals of every method and baseline at every budget for one seed's record."""
+                  objective: str | Objective = DEFAULT_OBJECTIVE,
+                  estimators: Sequence[str] | None = None) -> dict[str, Any]:
+    """Test totals of every method (`choices`) and baseline at every budget for one seed's record."""
     obj = get_objective(objective)
     test = record["test"]
     reference = obj.reference(test, names)
-    chosen = choices(record, names, budgets, obj)
+    chosen = choices(record, names, budgets, obj, estimators)
+    methods = tuple(chosen)
     totals: dict[str, list[float | None]] = {m: [score(c.specs, test, names, obj, reference) for c in chosen[m]]
-                                             for m in METHODS}
+                                             for m in methods}
     base = [baseline_totals(baselines(names, b), test, names, obj, reference) for b in budgets]
     for key, column in (("all_in_one", "all_in_one"), ("independent", "one_per_task"),
                         ("random_mean", "random_mean"), ("random_worst", "random_worst")):
         totals[key] = [row[column] for row in base]
     regret = {m: [100 * (totals[m][i] - totals["optimal"][i]) / totals["optimal"][i] for i in range(len(budgets))]
-              for m in METHODS + ("random_mean", "random_worst")}
+              for m in methods + ("random_mean", "random_worst")}
     changes = {m: [task_changes(per_task_losses(c.specs, test, names), test, names) for c in chosen[m]]
-               for m in METHODS}
-    return {"totals": totals, "regret_percent": regret, "choices": {m: [c.labels for c in chosen[m]] for m in METHODS},
+               for m in methods}
+    return {"totals": totals, "regret_percent": regret, "choices": {m: [c.labels for c in chosen[m]] for m in methods},
             "task_change_percent": changes, "pairwise_transfer_percent": pairwise_transfer(test, names)}
 
 
@@ -140,11 +180,15 @@ def _changes_over_seeds(rows: Sequence[Mapping[str, Mapping[str, float] | None]]
 
 def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: Mapping[str, float] | None = None,
              objective: str | Objective = DEFAULT_OBJECTIVE) -> dict[str, Any]:
-    """The whole evaluation of a ground-truth record (`scripts/ground_truth.py`'s JSON)."""
+    """The whole evaluation of a ground-truth record (`scripts/ground_truth.py`'s JSON), for optimal and
+    every estimator whose evidence every seed's record holds."""
     obj = get_objective(objective)
     names = tuple(gt["tasks"])
     seeds = sorted(gt["runs"], key=int)
-    per_seed = {s: evaluate_seed(gt["runs"][s], names, budgets, obj) for s in seeds}
+    present = [set(estimators_in(gt["runs"][s])) for s in seeds]
+    estimators = tuple(m for m in estimators_in(gt["runs"][seeds[0]]) if all(m in p for p in present))
+    methods = ("optimal",) + estimators
+    per_seed = {s: evaluate_seed(gt["runs"][s], names, budgets, obj, estimators) for s in seeds}
     keys = list(next(iter(per_seed.values()))["totals"])
     totals = {k: [_stats([per_seed[s]["totals"][k][i] for s in seeds]) for i in range(len(budgets))] for k in keys}
     regret = {k: [_stats([per_seed[s]["regret_percent"][k][i] for s in seeds]) for i in range(len(budgets))]
@@ -170,7 +214,7 @@ def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: M
     mean_total_test = {k: [None if row is None else row["mean"] for row in totals[k]] for k in keys}
     # "Better than the random mean": a lower regret averaged over the budgets (at budgets
     # below 2 there is one grouping only, and every method ties with it).
-    beats_random = {m: average[m]["mean"] < average["random_mean"]["mean"] for m in ESTIMATORS}
+    beats_random = {m: average[m]["mean"] < average["random_mean"]["mean"] for m in estimators}
     i2 = list(budgets).index(2.0) if 2.0 in budgets else None
     gain_at_2 = None
     if i2 is not None:
@@ -183,16 +227,18 @@ def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: M
         oracle = score(list(test), test, names, obj, reference)
         headroom.append(100 * (1 - oracle / score([network_label(names)], test, names, obj, reference)))
     targets = {
-        **{f"{m}_average_regret_at_most_{v:g}%": average[m]["mean"] <= v for m, v in TARGETS.items()},
-        **{f"{m}_better_than_random_mean_on_average": beats_random[m] for m in ESTIMATORS},
+        **{f"{m}_average_regret_at_most_{v:g}%": average[m]["mean"] <= v for m, v in TARGETS.items()
+           if m in average},
+        **{f"{m}_better_than_random_mean_on_average": beats_random[m] for m in estimators},
         f"optimal_at_budget_2_at_least_{TARGET_GAIN_AT_2:g}%_below_all_in_one": (gain_at_2 or 0) >= TARGET_GAIN_AT_2,
     }
     changes = {m: [_changes_over_seeds([per_seed[s]["task_change_percent"][m][i] for s in seeds])
-                   for i in range(len(budgets))] for m in METHODS}
+                   for i in range(len(budgets))] for m in methods}
     transfer = {t: {u: _stats([per_seed[s]["pairwise_transfer_percent"][t][u] for s in seeds]) for u in names if u != t}
                 for t in names}
     return {
         "tasks": list(names), "seeds": [int(s) for s in seeds], "budgets": list(budgets),
+        "estimators": list(estimators),
         "objective": obj.name, "totals": obj.quantity,
         "test_total": totals, "regret_percent": regret, "average_regret_percent": average,
         "optimal_choice_changes_between_seeds": optimal_changes,
@@ -212,20 +258,30 @@ def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: M
 # ---------------------------------------------------------------------------
 # Presenting.
 
-LABELS = {"optimal": "optimal", "esa": "ESA", "hoa": "HOA", "tag": "TAG", "cs": "CS",
+LABELS = {"optimal": "optimal", "esa": "ESA", "hoa": "HOA", "tag": "TAG", "cs": "CS", "lookahead": "lookahead",
+          "surrogate": "surrogate",
           "random_mean": "random (mean)", "random_worst": "random (worst)", "all_in_one": "one all-task network",
           "independent": "independent networks"}
+
+
+def _estimators(ev: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(ev.get("estimators", ESTIMATORS))
+
+
+def label(key: str) -> str:
+    return LABELS.get(key, key)
 
 
 def markdown(ev: Mapping[str, Any]) -> str:
     budgets = ev["budgets"]
     rows = ["| method | " + " | ".join(f"{b:g}" for b in budgets) + " |",
             "|---|" + "---|" * len(budgets)]
-    for k, label in LABELS.items():
+    keys = ("optimal",) + _estimators(ev) + ("random_mean", "random_worst", "all_in_one", "independent")
+    for k in keys:
         cells = []
         for st in ev["test_total"][k]:
             cells.append("" if st is None else f"{st['mean']:.4f} ± {st['std']:.4f}")
-        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+        rows.append(f"| {label(k)} | " + " | ".join(cells) + " |")
     seeds = ", ".join(map(str, ev["seeds"]))
     what = "Total test loss" if ev.get("objective", "loss") == "loss" else \
         "Mean relative test loss (each task's test loss over its full-size single-task network's, mean over tasks)"
@@ -233,10 +289,10 @@ def markdown(ev: Mapping[str, Any]) -> str:
     costs = ev.get("cost_all_task_runs") or {}
     out += ["| estimator | mean regret vs optimal (%) | ± std over seeds | within seed noise | cost (all-task runs) |",
             "|---|---|---|---|---|"]
-    for m in ESTIMATORS + ("random_mean",):
+    for m in _estimators(ev) + ("random_mean",):
         a = ev["average_regret_percent"][m]
         cost = costs.get(m if m != "random_mean" else "", None)
-        out.append(f"| {LABELS[m]} | {a['mean']:+.2f} | {a['std']:.2f} | {'yes' if a['within_seed_noise'] else 'no'} | "
+        out.append(f"| {label(m)} | {a['mean']:+.2f} | {a['std']:.2f} | {'yes' if a['within_seed_noise'] else 'no'} | "
                    f"{'' if cost is None else f'{cost:.2f}'} |")
     if "exhaustive" in costs:
         out += ["", f"Optimal's evidence, exhaustive training, costs {costs['exhaustive']:.2f} all-task runs."]
@@ -268,9 +324,9 @@ def _change_tables(ev: Mapping[str, Any], budget: float = 2.0) -> list[str]:
         out += [f"Each task's test-loss change (%) in the choice at budget {budget:g} against {against} "
                 "(mean ± std over seeds; negative = better):", "",
                 "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        for m in METHODS:
+        for m in ("optimal",) + _estimators(ev):
             row = ev["task_change_percent"][m][i][key]
-            out.append(f"| {LABELS[m]} | " + " | ".join(_cell(row[t] if row else None) for t in names) + " |")
+            out.append(f"| {label(m)} | " + " | ".join(_cell(row[t] if row else None) for t in names) + " |")
         out.append("")
     return out
 
@@ -296,17 +352,19 @@ def plot(ev: Mapping[str, Any], path) -> None:
     fig, ax = plt.subplots(figsize=(8.6, 4.5))
     styles = {"optimal": ("k", "-", "o"), "esa": ("tab:orange", "-", "s"), "hoa": ("tab:green", "-", "^"),
               "tag": ("tab:blue", "-", "D"), "cs": ("tab:purple", "-", "v"),
+              "lookahead": ("tab:cyan", "-", "P"), "surrogate": ("tab:olive", "-", "h"),
               "random_mean": ("tab:gray", "--", None), "random_worst": ("tab:gray", ":", None)}
-    for k, (color, ls, marker) in styles.items():
+    for k in ("optimal",) + _estimators(ev) + ("random_mean", "random_worst"):
+        color, ls, marker = styles.get(k, (None, "-", "x"))
         st = ev["test_total"][k]
         mean = np.array([s["mean"] for s in st])
         std = np.array([s["std"] for s in st])
-        ax.errorbar(budgets, mean, yerr=std, color=color, ls=ls, marker=marker, ms=4, capsize=2, label=LABELS[k])
+        ax.errorbar(budgets, mean, yerr=std, color=color, ls=ls, marker=marker, ms=4, capsize=2, label=label(k))
     for k, marker in (("all_in_one", "*"), ("independent", "X")):
         pts = [(b, s["mean"]) for b, s in zip(budgets, ev["test_total"][k]) if s is not None]
         if pts:
             ax.scatter(*zip(*pts), marker=marker, s=60, color="tab:red" if k == "all_in_one" else "tab:brown",
-                       label=LABELS[k], zorder=5)
+                       label=label(k), zorder=5)
     ax.set_xlabel("inference budget (full-size networks)")
     ax.set_ylabel(("mean relative" if ev.get("objective", "loss") == "relative" else "total") + " test loss (lower is better)")
     ax.set_title("Choices of each method on " + ", ".join(ev["tasks"]))

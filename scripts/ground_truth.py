@@ -4,6 +4,7 @@
     python scripts/ground_truth.py                      # train (resumable), write tables, evaluate
     python scripts/ground_truth.py --evaluate-only      # re-evaluate the committed record, no training
     python scripts/ground_truth.py --evaluate-only --objective loss   # Standley's summed loss instead
+    python scripts/ground_truth.py --methods lookahead,surrogate     # add estimators to the finished record
 
 For the tasks seg, depth, normals, keypoints, edges (Standley's columns s, d,
 n, k, t) and each seed, trains the 31 full-size subset networks and the 5
@@ -18,6 +19,15 @@ store in --run-dir (kill it and rerun: finished networks are kept). Writes to
   evaluation.json/.md    test totals, regrets, per-task changes, pairwise transfers, seeds
                          (grouping/groundtruth.py), under --objective (default relative)
   curve.png              total test loss against budget, like Standley's figure
+
+`--methods a,b` collects only those methods' evidence for every seed
+(`Method.collect`: lookahead trains its probe run, surrogate draws its sample
+from the record's table and trains nothing) and merges it into the existing
+--out/ground_truth.json: the runs already recorded are kept, nothing else is
+trained. The record's settings must be the command's (tasks, seeds, data,
+schedule; a renderer changed since the record was made is refused), and the
+merge is noted under settings.merged with its code version. The evaluation
+then covers every method that every seed's record holds.
 
 The tables run directly through `python scripts/select_networks.py --table
 .../seed0/results.txt --test-table .../seed0/results_test.txt`. Estimator costs
@@ -53,6 +63,7 @@ def column_letters(tasks) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     from grouping.groundtruth import TASKS
+    from grouping.methods import SURROGATE_SAMPLES
     from grouping.objective import DEFAULT_OBJECTIVE, OBJECTIVES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=options.HelpFormatter)
@@ -65,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--counts", default="4000,500,500", help="train,validation,test scenes")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the rendered scenes")
     p.add_argument("--esa-fraction", type=float, default=0.2, help="esa: fraction of the schedule")
-    p.add_argument("--every", type=int, default=10, help="tag/cs: measure affinity every N steps")
+    p.add_argument("--every", type=int, default=10, help="tag/cs/lookahead: measure affinity every N steps")
+    p.add_argument("--surrogate-samples", type=int, default=SURROGATE_SAMPLES,
+                   help="surrogate: random task subsets besides the singles and the all-task network")
+    p.add_argument("--methods", default=None,
+                   help="collect only these methods (comma-separated) and merge them into the existing "
+                        "--out/ground_truth.json (default: every method, a new record)")
     p.add_argument("--budgets", default="1:5:0.5", help="budgets of the curves: a number, a list or a range")
     p.add_argument("--objective", default=DEFAULT_OBJECTIVE, choices=OBJECTIVES,
                    help="what the totals are: relative (mean of loss / single-task loss) or loss (sum)")
@@ -85,45 +101,123 @@ def device_info() -> dict:
             "machine": platform.machine()}
 
 
-def train(args, names, seeds, out: Path) -> dict:
-    import dataclasses
+def _command() -> str:
+    return " ".join(map(shlex.quote, ["scripts/ground_truth.py", *sys.argv[1:]]))
 
-    from grouping.groundtruth import collect
+
+def setting(args, names):
+    """(tasks, data spec, data settings, the seed-0 TrainConfig, method settings) of the command."""
     from grouping.methods import MethodSettings
-    from grouping.runner import DataSpec, Runner, train_settings
-    from grouping.store import ResultsStore, code_version
+    from grouping.runner import DataSpec
     from mtl.train import TrainConfig
     from tasks.registry import resolve_tasks
 
     tasks = resolve_tasks(names)
     data = DataSpec("scenes", args.resolution, args.data_seed, cli.parse_counts(args.counts))
-    data_settings = data.check(tasks)
+    cfg0 = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr)
+    methods = MethodSettings(esa_fraction=args.esa_fraction, every=args.every, samples=args.surrogate_samples)
+    return tasks, data, data.check(tasks), cfg0, methods
+
+
+def record_settings(args, names) -> dict:
+    """The "settings" of a record this command writes (and a merge must match: `differences`)."""
+    from grouping.runner import train_settings
+    from grouping.store import code_version
+
+    _, _, data_settings, cfg0, methods = setting(args, names)
+    return {"train": train_settings(cfg0), "data": data_settings, "esa_fraction": methods.esa_fraction,
+            "every": methods.every, "code_version": code_version(), "device": device_info(), "command": _command()}
+
+
+def differences(recorded: dict, wanted: dict) -> list[str]:
+    """What the command would train differently from a record: training, data (renderer included), esa, every."""
+    out = []
+    for key in ("train", "data"):
+        a, b = recorded.get(key, {}), wanted[key]
+        out += [f"{key}.{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    out += [f"{k} {recorded.get(k)!r} -> {wanted[k]!r}" for k in ("esa_fraction", "every")
+            if recorded.get(k) != wanted[k]]
+    return out
+
+
+def collect_seeds(args, names, seeds, methods=None, on_seed=None) -> dict:
+    """{seed: record} of `methods` (None: every method) for each seed, through the store in --run-dir."""
+    import dataclasses
+
+    from grouping.groundtruth import collect
+    from grouping.runner import Runner
+    from grouping.store import ResultsStore
+
+    tasks, data, data_settings, cfg0, settings = setting(args, names)
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = out / "ground_truth.json"
-    cfg0 = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr)
-    gt = {
-        "tasks": list(names), "letters": column_letters(tasks),
-        "settings": {"train": train_settings(cfg0), "data": data_settings, "esa_fraction": args.esa_fraction,
-                     "every": args.every, "code_version": code_version(), "device": device_info(),
-                     "command": " ".join(map(shlex.quote, ["scripts/ground_truth.py", *sys.argv[1:]]))},
-        "runs": {},
-    }
-    started = time.perf_counter()
+    out = {}
     with ResultsStore(run_dir / "store.sqlite") as store:
         for seed in seeds:
             cfg = dataclasses.replace(cfg0, seed=seed)
             runner = Runner(tasks, data, cfg, run_dir, store, progress=not args.quiet,
-                              data_settings=data_settings, devices=args.devices)
+                            data_settings=data_settings, devices=args.devices)
             t0 = time.perf_counter()
-            record = collect(runner, MethodSettings(esa_fraction=args.esa_fraction, every=args.every))
+            record = collect(runner, settings, methods)
             record["wall_seconds"] = time.perf_counter() - t0
             record["data_seconds"] = runner.data_seconds
-            gt["runs"][str(seed)] = record
+            out[str(seed)] = record
             print(f"seed {seed}: {record['wall_seconds']:.0f} s "
                   f"({', '.join(f'{m} {s:.0f} s' for m, s in record['seconds'].items())})", flush=True)
+            if on_seed is not None:
+                on_seed(str(seed), record)
+    return out
+
+
+def train(args, names, seeds, out: Path) -> dict:
+    from tasks.registry import resolve_tasks
+
+    gt = {"tasks": list(names), "letters": column_letters(resolve_tasks(names)),
+          "settings": record_settings(args, names), "runs": {}}
+    started = time.perf_counter()
+    gt["runs"] = collect_seeds(args, names, seeds)
     gt["settings"]["wall_seconds"] = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
+    (out / "ground_truth.json").write_text(json.dumps(gt, indent=1) + "\n")
+    return gt
+
+
+def merge(args, names, seeds, methods, out: Path) -> dict:
+    """`methods`' evidence for every seed, merged into --out/ground_truth.json (written after each seed)."""
+    from grouping import groundtruth as G
+    from grouping.methods import get_method
+    from grouping.store import code_version
+
+    path = out / "ground_truth.json"
+    if not path.is_file():
+        raise ValueError(f"--methods merges into an existing record, and {path} does not exist: run without "
+                         "--methods first")
+    gt = json.loads(path.read_text())
+    for m in methods:
+        get_method(m)
+    if "exhaustive" in methods:
+        raise ValueError("--methods adds estimators to a finished record; exhaustive's table is the record itself "
+                         "(run without --methods to train a new one)")
+    if list(gt["tasks"]) != list(names):
+        raise ValueError(f"{path} holds the tasks {','.join(gt['tasks'])}, not {','.join(names)} (give --tasks)")
+    missing = [str(s) for s in seeds if str(s) not in gt["runs"]]
+    if missing:
+        raise ValueError(f"{path} has no run of seed(s) {', '.join(missing)}: --methods adds to recorded seeds only")
+    diffs = differences(gt["settings"], record_settings(args, names))
+    if diffs:
+        raise ValueError(f"{path} was recorded with other settings ({'; '.join(diffs)}): give the record's "
+                         "settings (a changed renderer needs a new ground truth)")
+    started = time.perf_counter()
+
+    def save(seed: str, evidence: dict) -> None:  # after each seed, so an interruption keeps the finished ones
+        evidence = {k: v for k, v in evidence.items() if k not in ("wall_seconds", "data_seconds")}
+        G.merge(gt, seed, evidence)
+        path.write_text(json.dumps(gt, indent=1) + "\n")
+
+    collect_seeds(args, names, seeds, methods, on_seed=save)
+    gt["settings"].setdefault("merged", []).append({
+        "methods": list(methods), "seeds": [int(s) for s in seeds], "code_version": code_version(),
+        "device": device_info(), "command": _command(), "wall_seconds": time.perf_counter() - started})
     path.write_text(json.dumps(gt, indent=1) + "\n")
     return gt
 
@@ -173,7 +267,14 @@ def main(argv=None) -> int:
         raise ValueError(f"--seeds needs distinct seeds, got {args.seeds!r}")
     budgets = parse_budgets(args.budgets)
     out = Path(args.out)
-    if args.evaluate_only:
+    if args.methods is not None and args.evaluate_only:
+        raise ValueError("--methods collects and merges; --evaluate-only trains nothing: give one of them")
+    if args.methods is not None:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        if not methods:
+            raise ValueError("--methods needs at least one method name")
+        gt = merge(args, names, seeds, methods, out)
+    elif args.evaluate_only:
         path = out / "ground_truth.json"
         if not path.is_file():
             raise ValueError(f"{path} does not exist: run without --evaluate-only first")

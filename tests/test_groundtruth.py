@@ -240,3 +240,78 @@ def test_the_evaluation_chooses_what_find_groups_chooses(objective, tmp_path, mo
         else:
             assert base["one_per_task"]["predicted_total"] == pytest.approx(ev["totals"]["independent"][i])
         assert base["random"]["predicted_total"] == pytest.approx(ev["totals"]["random_mean"][i])
+
+
+def test_methods_are_merged_into_a_finished_record_and_evaluated(tmp_path, monkeypatch):
+    """scripts/ground_truth.py --methods surrogate,lookahead on a hand-made record: each seed's recorded
+    runs are kept, the new evidence is added, nothing but the lookahead's probe run is trained, and the
+    evaluation covers every method present."""
+    import importlib.util
+    import sys
+
+    import grouping.lookahead
+    import mtl.ensemble
+    import mtl.train
+    from grouping.runner import DataSpec
+
+    spec = importlib.util.spec_from_file_location("ground_truth_script", REPO / "scripts" / "ground_truth.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    names = ("seg", "depth", "normals")
+    out, run = tmp_path / "gt", tmp_path / "run"
+    args = ["--tasks", ",".join(names), "--seeds", "0,1", "--resolution", "32", "--counts", "16,8,8", "--steps", "40",
+            "--batch-size", "8", "--out", str(out), "--run-dir", str(run), "--quiet"]
+    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(sys, "argv", ["ground_truth.py", *args])
+    gt = {"tasks": list(names), "letters": ["s", "d", "n"],
+          "settings": script.record_settings(script.build_parser().parse_args(args), names),
+          "runs": {str(s): random_record(20 + s, names)[0] for s in (0, 1)}}
+    for s in (0, 1):
+        gt["runs"][str(s)]["seconds"] = {"exhaustive": 10.0}
+    out.mkdir()
+    (out / "ground_truth.json").write_text(json.dumps(gt))
+    before = json.loads(json.dumps(gt))
+
+    monkeypatch.setattr(mtl.train, "train_and_evaluate", lambda *a, **k: pytest.fail("a network was trained"))
+    monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", lambda *a, **k: pytest.fail("a network was trained"))
+    monkeypatch.setattr(DataSpec, "load", lambda self, tasks, **kw: {})
+    probes = []
+    zn = np.array([[1.0, 0.5, -0.1], [0.3, 1.0, 0.2], [0.1, 0.4, 1.0]])
+
+    def probe_run(tasks, splits, cfg, *, every, checkpoint_dir, progress=True):
+        probes.append((cfg.seed, cfg.steps, every))
+        seed_record = gt["runs"][str(cfg.seed)]
+        return {"lookahead": 0.01 * zn, "normalised": zn, "inner": zn, "gram": zn, "measurements": 4,
+                "names": list(names), "train_seconds": 1.0,
+                **{split: {t: {"loss": v} for t, v in seed_record["affinity_run"][split].items()}
+                   for split in ("validation", "test")}}
+
+    monkeypatch.setattr(grouping.lookahead, "train_with_lookahead", probe_run)
+    assert script.main(args + ["--methods", "surrogate,lookahead", "--surrogate-samples", "2"]) == 0
+    assert probes == [(0, 40, 10), (1, 40, 10)]
+    merged = json.loads((out / "ground_truth.json").read_text())
+    for s in ("0", "1"):
+        record, old = merged["runs"][s], before["runs"][s]
+        for key, value in old.items():  # every recorded run is kept as it was
+            if key != "seconds":
+                assert record[key] == value, key
+        assert set(record["seconds"]) == {"exhaustive", "surrogate", "lookahead"}
+        assert record["seconds"]["exhaustive"] == 10.0
+        assert record["surrogate"]["samples"] == 2 and record["surrogate"]["seed"] == int(s)
+        assert len(record["surrogate"]["sample"]) == 2  # 2 of the 3 pairs (its pool: subsets of 2 to n - 1 tasks)
+        assert record["lookahead"]["normalised"] == zn.tolist()
+        assert record["lookahead"]["validation"] == old["affinity_run"]["validation"]
+    assert merged["settings"]["merged"][0]["methods"] == ["surrogate", "lookahead"]
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert ev["estimators"] == ["esa", "hoa", "surrogate", "lookahead", "tag", "cs"]
+    assert ev["per_seed"]["0"]["choices"]["lookahead"] == G.evaluate(merged)["per_seed"]["0"]["choices"]["lookahead"]
+    assert "| surrogate |" in (out / "evaluation.md").read_text()
+
+    # Another setting, an unrecorded seed, or no record: refused before any training.
+    with pytest.raises(ValueError, match=r"train.steps 40 -> 50"):
+        script.main([*args[:9], "50", *args[10:], "--methods", "surrogate"])
+    with pytest.raises(ValueError, match="no run of seed"):
+        script.main([*args[:3], "0,5", *args[4:], "--methods", "surrogate"])
+    with pytest.raises(ValueError, match="does not exist"):
+        script.main([*args, "--out", str(tmp_path / "none"), "--methods", "surrogate"])
+    assert probes == [(0, 40, 10), (1, 40, 10)]
