@@ -17,9 +17,17 @@
   Everything that depends on the run (paths, dates, times, the git commit)
   is under ``"run"``; the rest is the same for the same settings, however
   often the run was interrupted.
-* ``affinity.png`` (heatmap with values), ``curve.png`` (predicted total
-  against budget for the method and the baselines, measured test totals
-  dashed with ``--verify``), ``report.md``.
+  What to expect (`grouping.expectation`): per budget asked for, the
+  predicted total against one all-task network, independent networks and
+  random groupings in % (``expected_percent``); the whole budget curve, 1
+  to n networks in steps of 0.5 besides the budgets asked for (``curve``);
+  the method's measured regret on the ground truth when its evaluation is
+  in the checkout (``trust``).
+* ``affinity.png`` (heatmap with values) and ``curve.png`` (the whole
+  budget curve of the method and the baselines, the budgets asked for
+  marked, measured test totals dashed with ``--verify``): `grouping.figures`;
+  ``report.md``; the terminal table (`format_table`) opens with the same
+  expectations.
 """
 
 from __future__ import annotations
@@ -33,13 +41,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from grouping.choose import Baselines, Choice, baseline_totals, groups_within, per_task_losses, task_changes
+from grouping.expectation import budget_curve, expected, ground_truth_regret, trust_text
 from grouping.methods import Estimate, Method
 from grouping.objective import Objective
 from grouping.runner import NetSpec, train_settings
 from grouping.store import code_version
 
 REPORT_FORMAT = "mtl-grouping/find-groups-report"
-REPORT_VERSION = 3  # 3: task_metrics, run.git_commit
+REPORT_VERSION = 4  # 3: task_metrics, run.git_commit; 4: expected_percent, curve, trust
 BASELINE_NAMES = {
     "all_in_one": "all tasks in one network",
     "one_per_task": "one network per task",
@@ -181,7 +190,10 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
                  "task_change_percent": task_changes(per_task_losses(ch.specs, losses, names, ch.assignment),
                                                      losses, names),
                  "task_metrics": _task_metrics(ch.specs, names, measured, ch.assignment),
-                 "optimal": bool(ch.optimal), "gap": float(ch.gap), "baselines": b_out}
+                 "optimal": bool(ch.optimal), "gap": float(ch.gap), "baselines": b_out,
+                 "expected_percent": expected(ch.predicted_total, {"all_in_one": totals["all_in_one"],
+                                                                   "one_per_task": totals["one_per_task"],
+                                                                   "random": totals["random_mean"]})}
         if verification is not None:
             entry["measured"] = verification["per_budget"][i]
         selections.append(entry)
@@ -200,6 +212,8 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
         "predicts_losses": method.predicts_losses,
         "predicted": method.describe(opts.steps, settings),
         "selections": selections,
+        "curve": budget_curve(method, objective, est, [ch.budget for ch in choices]),
+        "trust": ground_truth_regret(method.name),
         "candidates": None if est.candidates is None else [
             {"label": nw.label, "tasks": list(nw.tasks), "size": est.specs[nw.label].size, "cost": nw.cost,
              "predicted": {t: float(v) for t, v in nw.losses.items()}} for nw in est.candidates],
@@ -267,13 +281,52 @@ def _changes(label: str, changes: Mapping[str, float] | None, names: Sequence[st
     return [f"  {label:<45}" + "".join(f"{changes[t]:>+8.1f}%" for t in names)]
 
 
+def _relation(percent: float) -> str:
+    return f"{abs(percent):.1f}% below" if percent < 0 else f"{percent:.1f}% above"
+
+
+def expectation_lines(report: Mapping[str, Any]) -> list[str]:
+    """Per budget asked for: the expected total against the baselines, in the objective's units; then how
+    far to trust it (the method's regret on the ground truth)."""
+    name, method = _total_name(report), report["method"]
+    lines = []
+    for sel in report["selections"]:
+        b, total = sel["budget"], sel["predicted_total"]
+        if total is None:
+            what = (f"{method} predicts no losses" if not report["predicts_losses"]
+                    else "the predictions lack a task's single-task loss")
+            score = "" if sel["tag_score"] is None else f" (its TAG score: {sel['tag_score']:.4f})"
+            lines.append(f"budget {b:g}: {what}, so no expected {name}{score}; --verify trains and measures the "
+                         "chosen networks, or use a method that predicts losses (lookahead, surrogate, hoa)")
+            continue
+        parts = []
+        for key, label in (("all_in_one", "one all-task network"), ("one_per_task", "independent networks"),
+                           ("random", "random groupings")):
+            base, pct = sel["baselines"][key], sel["expected_percent"][key]
+            if base is None:
+                parts.append(f"{label}: do not fit" if key == "one_per_task" else f"{label}: none")
+            elif pct is None:
+                parts.append(f"{label}: unknown")
+            else:
+                width = f"{base['networks'][0]['width']} size, " if key == "one_per_task" else ""
+                parts.append(f"{_relation(pct)} {label} ({width}{base['predicted_total']:.4f})")
+        lines.append(f"budget {b:g}: expected {name} {total:.4f} ({method}'s prediction): " + ", ".join(parts))
+    trust = trust_text(method, report.get("trust"))
+    if trust:
+        lines.append(trust)
+    return lines
+
+
 def format_table(report: Mapping[str, Any]) -> str:
     """The terminal table: chosen networks, each task's change, and the baselines per budget."""
     names = report["tasks"]
     tag = not report["predicts_losses"]
     total_name = _total_name(report)
     lines = [f"method {report['method']}: predicted = {report['predicted']}",
-             f"objective {report['objective']}: totals are the {report['totals']}"]
+             f"objective {report['objective']}: totals are the {report['totals']}", ""]
+    lines += expectation_lines(report)
+    if tag:
+        lines.append("(cells below: each task's TAG score in the network, higher = better; not a loss)")
     head = f"  {'network':<34}{'size':>5}{'cost':>6}" + "".join(f"{t[:8]:>9}" for t in names)
     for sel in report["selections"]:
         what = (f"TAG score {sel['tag_score']:.4f}" if tag else f"predicted {total_name} {sel['predicted_total']:.4f}")
@@ -352,6 +405,8 @@ def format_markdown(report: Mapping[str, Any]) -> str:
           f"Training: {report['training']['steps']} steps, batch {report['training']['batch_size']}, "
           f"{report['training']['optimizer']} lr {report['training']['learning_rate']:g}, seed {report['training']['seed']}  ",
           _code_line(report), "",
+          "## What to expect", "", *[f"- {line}" for line in expectation_lines(report)], "",
+          "![curve](curve.png)", "",
           "## Chosen networks", ""]
     value = "TAG score" if tag else "predicted loss"
     md.append(f"| budget | network | size | cost | {' | '.join(names)} | total |")
@@ -399,7 +454,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
            "| source \\ target | " + " | ".join(aff["tasks"]) + " |", "|---|" + "---|" * len(aff["tasks"])]
     for t, row in zip(aff["tasks"], aff["matrix"]):
         md.append(f"| {t} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
-    md += ["", "![affinity](affinity.png)", "", "![curve](curve.png)", ""]
+    md += ["", "![affinity](affinity.png)", ""]
     if "run" in report:
         md += ["## Time", "", "```", format_timing(report), "```", ""]
     return "\n".join(md)
@@ -440,93 +495,7 @@ def _metrics_markdown(report: Mapping[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
-# Figures and files.
-
-
-def plot_affinity(report: Mapping[str, Any], path: str | os.PathLike) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    aff = report["affinity"]
-    names = aff["tasks"]
-    m = np.array(aff["matrix"], dtype=float)
-    shown = m.copy()
-    np.fill_diagonal(shown, np.nan)
-    lim = float(np.nanmax(np.abs(shown))) if np.isfinite(shown).any() else 1.0
-    lim = lim or 1.0
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.1 * len(names) + 1.5))
-    im = ax.imshow(shown, cmap="RdBu_r", vmin=-lim, vmax=lim)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            if i != j:
-                ax.text(j, i, f"{m[i, j]:.3f}", ha="center", va="center", fontsize=9,
-                        color="white" if abs(m[i, j]) > 0.6 * lim else "black")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("target (task whose loss changes)")
-    ax.set_ylabel("source")
-    ax.set_title(f"{report['method']}: {aff['kind']} affinity")
-    fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def curve_series(report: Mapping[str, Any]) -> dict[str, tuple[list[float], list[float]]]:
-    """name -> (budgets, totals) of every line of curve.png (None totals skipped)."""
-    series: dict[str, tuple[list[float], list[float]]] = {}
-
-    def add(name, b, v):
-        if v is not None:
-            xs, ys = series.setdefault(name, ([], []))
-            xs.append(b)
-            ys.append(v)
-
-    for sel in report["selections"]:
-        b = sel["budget"]
-        if report["predicts_losses"]:
-            add(f"{report['method']} (predicted)", b, sel["predicted_total"])
-            for key, label in BASELINE_NAMES.items():
-                base = sel["baselines"][key]
-                add(f"{label} (predicted)", b, base["predicted_total"] if base else None)
-        meas = sel.get("measured")
-        if meas:
-            add(f"{report['method']} (measured test)", b, meas["chosen"]["test_total"])
-            for key, label in BASELINE_NAMES.items():
-                add(f"{label} (measured test)", b, meas[key]["test_total"] if meas.get(key) else None)
-    return series
-
-
-def plot_curve(report: Mapping[str, Any], path: str | os.PathLike) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    series = curve_series(report)
-    colors = {}
-    for name, (xs, ys) in series.items():
-        base = name.split(" (")[0]
-        color = colors.setdefault(base, f"C{len(colors)}")
-        measured = "measured" in name
-        ax.plot(xs, ys, "--" if measured else "-", marker="s" if measured else "o", color=color, label=name)
-    if not report["predicts_losses"] and not series:
-        xs = [s["budget"] for s in report["selections"]]
-        ys = [s["tag_score"] for s in report["selections"]]
-        ax.plot(xs, ys, "-o", label=f"{report['method']} group score (higher = better)")
-        ax.set_ylabel("TAG group score (no losses predicted; use --verify)")
-    else:
-        ax.set_ylabel("mean relative loss" if report["objective"] == "relative" else "total loss (sum over tasks)")
-    ax.set_xlabel("budget (full-size network = 1)")
-    ax.set_title(f"{report['method']}: {', '.join(report['tasks'])}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+# Files.
 
 
 def write_outputs(out: str | os.PathLike, report: Mapping[str, Any]) -> None:
@@ -534,6 +503,8 @@ def write_outputs(out: str | os.PathLike, report: Mapping[str, Any]) -> None:
     out = Path(out)
     atomic_text(out / "report.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
     atomic_text(out / "report.md", format_markdown(report))
+    from grouping.figures import plot_affinity, plot_curve
+
     plot_affinity(report, out / "affinity.png")
     plot_curve(report, out / "curve.png")
 
