@@ -11,6 +11,10 @@ scratch through `Method.estimate` with an empty results store of its own
   tag, cs      one all-task run that also measures the lookahead affinity
                (or the gradient cosine) every --every steps; in find_groups
                both come from the same run;
+  lookahead    one all-task run measuring the corrected lookahead every
+               --every steps, and the singles (full and half) as ensembles;
+  surrogate    the singles (full and half), the all-task network and
+               --surrogate-samples random subsets, as ensembles;
   hoa          the singles (full and half) and the pairs, as ensembles;
   esa          every candidate network with the short schedule (--esa-fraction);
   exhaustive   every candidate network with the full schedule.
@@ -47,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
 
-from grouping.methods import MethodSettings, get_method, method_names  # noqa: E402
+from grouping.methods import SURROGATE_SAMPLES, MethodSettings, get_method, method_names  # noqa: E402
 from grouping.runner import DataSpec, Runner  # noqa: E402
 from grouping.store import ResultsStore  # noqa: E402
 from mtl import runtime  # noqa: E402
@@ -75,6 +79,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--counts", default="4000,500,500", help="default: the ground truth's data")
     p.add_argument("--methods", default=None, help="comma-separated (default: every registered method, cheapest first)")
+    p.add_argument("--surrogate-samples", type=int, default=SURROGATE_SAMPLES,
+                   help="surrogate: random task subsets besides the singles and the all-task network")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "estimation_cost.json"))
     args = p.parse_args(argv)
     runtime.tune_malloc()  # MTL_TUNE_MALLOC=1 only, as in the scripts (mtl.cli.run)
@@ -82,7 +88,8 @@ def main(argv=None) -> None:
     names = tuple(t.name for t in tasks)
     methods = [m for m in args.methods.split(",") if m] if args.methods else by_cost(names, args.steps)
     try:
-        planned = {m: get_method(m).cost(names, args.steps, MethodSettings()) for m in methods}
+        method_settings = MethodSettings(samples=args.surrogate_samples)
+        planned = {m: get_method(m).cost(names, args.steps, method_settings) for m in methods}
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     data = DataSpec("scenes", args.resolution, 0, parse_counts(args.counts))
@@ -110,7 +117,7 @@ def main(argv=None) -> None:
             runner = Runner(tasks, data, dataclasses.replace(cfg, steps_per_call=25), tmp, store, progress=False,
                             data_settings=settings, splits=splits)
             t = time.perf_counter()
-            get_method(method).estimate(runner, MethodSettings())
+            get_method(method).estimate(runner, method_settings)
             seconds[method] = time.perf_counter() - t
             trained[method] = sum(1 for e in runner.log if not e["reused"])
         if trained[method] != planned[method].trainings:
@@ -135,7 +142,7 @@ def main(argv=None) -> None:
         "tasks": [t.name for t in tasks], "resolution": args.resolution, "steps": args.steps,
         "batch_size": args.batch_size, "counts": list(parse_counts(args.counts)),
         "all_task_run_seconds": unit_runs, "seconds": seconds, "units": units, "trainings": trained,
-        "steps_each": {m: planned[m].steps for m in methods},
+        "steps_each": {m: planned[m].steps for m in methods}, "surrogate_samples": args.surrogate_samples,
         "hoa_over_tag": ratio, "paper_tag_speedup_over_prior": PAPER_TAG_SPEEDUP,
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
     }
