@@ -57,27 +57,27 @@ def hand_grads(X, Y, p):
     return np.stack([2.0 / B * p["a"][t] * X.T @ (p["a"][t] * h - Y[t]) for t in range(len(Y))])
 
 
-def hand_lookahead(X, Y, p, pre, rms):
-    """Z[i, j] by hand: source i steps rms * sqrt(D) along P g_i (unit direction); heads fixed."""
+def hand_lookahead(X, Y, p, pre, length):
+    """Z[i, j] by hand: source i steps `length` along P g_i; heads fixed."""
     g = hand_grads(X, Y, p)
     d = g * (np.ones(D) if pre is None else pre["w"])[None, :]
     before = hand_losses(X, Y, p["w"], p["a"])
     z = np.empty((N, N))
     for i in range(N):
-        step = rms * np.sqrt(D) * d[i] / np.linalg.norm(d[i])
+        step = length * d[i] / np.linalg.norm(d[i])
         z[i] = 1.0 - hand_losses(X, Y, p["w"] - step, p["a"]) / before
     return z, d @ g.T, d @ d.T
 
 
-RMS = 0.05
+LENGTH = 0.1
 
 
 @pytest.mark.parametrize("preconditioned", [True, False])
 def test_lookahead_matches_the_hand_computation(preconditioned):
     X, Y, p, pre = problem()
-    r = lookahead(loss_fn(X, Y), f32(p), MASK, RMS, f32(pre) if preconditioned else None)
-    z, inner, gram = hand_lookahead(X, Y, p, pre if preconditioned else None, RMS)
-    assert np.abs(z).min() > 1e-3
+    r = lookahead(loss_fn(X, Y), f32(p), MASK, LENGTH, f32(pre) if preconditioned else None)
+    z, inner, gram = hand_lookahead(X, Y, p, pre if preconditioned else None, LENGTH)
+    assert np.abs(z).max() > 1e-2 and np.all(np.diag(z) > 0)
     np.testing.assert_allclose(np.asarray(r.lookahead), z, rtol=2e-4, atol=1e-6)
     # float32 sums: absolute error ~1e-6 of the largest entry
     np.testing.assert_allclose(np.asarray(r.inner), inner, rtol=1e-5, atol=1e-6 * np.abs(inner).max())
@@ -92,8 +92,8 @@ def test_a_split_loss_gives_the_same_numbers():
     X, Y, p, pre = problem(1)
     Xj, Yj = jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32)
     split = SplitLoss(lambda q: Xj @ q["w"], lambda q, hs: jnp.mean((q["a"][:, None] * hs - Yj) ** 2, axis=1), N)
-    a = lookahead(loss_fn(X, Y), f32(p), MASK, RMS, f32(pre))
-    b = lookahead(split, f32(p), MASK, RMS, f32(pre))
+    a = lookahead(loss_fn(X, Y), f32(p), MASK, LENGTH, f32(pre))
+    b = lookahead(split, f32(p), MASK, LENGTH, f32(pre))
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
 
@@ -132,8 +132,8 @@ def test_rescaling_one_task_s_loss_changes_no_corrected_choice_but_changes_tag_s
     X, Y, p, pre = problem(3)
     names = ("a", "b", "c", "d")
     scale = np.array([1000.0, 1.0, 1.0, 1.0])
-    plain = lookahead(loss_fn(X, Y), f32(p), MASK, RMS, f32(pre))
-    scaled = lookahead(loss_fn(X, Y, scale), f32(p), MASK, RMS, f32(pre))
+    plain = lookahead(loss_fn(X, Y), f32(p), MASK, LENGTH, f32(pre))
+    scaled = lookahead(loss_fn(X, Y, scale), f32(p), MASK, LENGTH, f32(pre))
     np.testing.assert_allclose(np.asarray(scaled.lookahead), np.asarray(plain.lookahead), rtol=1e-4, atol=1e-6)
 
     # The method's table from each: references and the all-task losses scale with the loss too.
@@ -195,7 +195,52 @@ def test_the_probe_trains_like_plain_training_and_measures_every_kth_step():
     probed = train_network(tasks, data, cfg, progress=False, probe=lookahead_probe(2, every=5))
     np.testing.assert_allclose(probed.losses, plain.losses, rtol=2e-4, atol=1e-6)
     s = summarise(probed.probe)
-    assert s.count == 3  # steps 0, 5, 10
+    assert s.count == 2  # steps 5, 10; step 0 (the warm-up's rate 0) moves nothing and is not counted
     assert np.all(np.diag(s.lookahead) > 0)  # a step along a task's own AdamW direction lowers its loss
     np.testing.assert_allclose(np.diag(s.normalised), 1.0)
     np.testing.assert_allclose(s.gram, s.gram.T, rtol=1e-5)
+
+
+def test_the_probe_measures_with_the_real_update_s_length_and_preconditioner():
+    """Step 5 of a run by hand: the state after 5 plain steps, the real AdamW update of step 5, and
+    `lookahead` with that update's length on the shared parameters and the updated state's P."""
+    from flax import nnx
+
+    from grouping.affinity import multitask_net_loss, shared_mask
+    from grouping.lookahead import lookahead_probe
+    from mtl.train import (TrainConfig, build_model, initial_state, make_optimizer, make_train_fn, sample_batch,
+                           to_device, train_network)
+    from tasks.registry import resolve_tasks
+    from tasks.scenes import render_scenes
+
+    tasks = resolve_tasks("seg,depth")
+    data = render_scenes(0, 8, 32)
+    cfg = TrainConfig(steps=6, batch_size=4, steps_per_call=6)
+    probed = train_network(tasks, data, cfg, progress=False, probe=lookahead_probe(2, every=5))
+    s = summarise(probed.probe)
+    assert s.count == 1  # step 5
+
+    device_data = to_device(data, tasks)
+    graphdef, params = nnx.split(build_model(tasks, cfg), nnx.Param)
+    tx = make_optimizer(cfg)
+    state = initial_state(params, tx)
+    step = make_train_fn(graphdef, tasks, tx, cfg)
+    for _ in range(5):
+        state, _ = step(state, device_data, jnp.ones(2))
+    batch = sample_batch(device_data, jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 5), cfg.batch_size)
+    grads = jax.grad(lambda p: mtl_losses(graphdef, p, batch, tasks).sum())(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    mask = shared_mask(state["params"])
+    length = np.sqrt(sum(float(np.sum(np.square(u))) for u, m in zip(jax.tree.leaves(updates), jax.tree.leaves(mask))
+                         if m))
+    r = lookahead(multitask_net_loss(graphdef, tasks, batch), state["params"], mask, length,
+                  adam_preconditioner(opt_state))
+    assert length > 0 and np.all(np.diag(np.asarray(r.lookahead)) > 0)
+    np.testing.assert_allclose(s.lookahead, np.asarray(r.lookahead) / length, rtol=2e-3, atol=1e-5)
+    np.testing.assert_allclose(s.inner, np.asarray(r.inner), rtol=2e-3)
+
+
+def mtl_losses(graphdef, params, batch, tasks):
+    from mtl.train import task_losses
+
+    return task_losses(graphdef, params, batch, tasks)

@@ -50,7 +50,7 @@ CPU within about 10%): the all-task run with the probe costs about 1.3
 all-task runs (TAG's, 1.28, measures n lookaheads the same way); a
 full-size single ``(E + D) / (E + nD)`` and a half-size one ``(0.52 E + D)
 / (E + nD)`` of one, E the encoder's and D a decoder's FLOPs (64x64: E =
-35.6, D = 12.0 MFLOPs): for 4 tasks about 1.3 + 2.3 + 1.5 = 5.1 all-task
+35.6, D = 12.0 MFLOPs): for 4 tasks about 1.3 + 2.3 + 1.5 = 5.0 all-task
 runs, for 5 tasks 1.3 + 2.5 + 1.6 = 5.4 (HOA: 8.0 and 10.3). The singles
 are ordinary store entries, shared with hoa, exhaustive and ``--verify``:
 a run that finds them stored trains only the probe run.
@@ -145,10 +145,10 @@ class Lookahead(Method):
     affinity_definition = (
         "corrected lookahead `Zn[i,j] = mean Z[i,j] / mean Z[j,j]`, `Z[i,j] = 1 - L_j(θ_s - u_i, θ_j) / L_j(θ_s, θ_j)`: "
         "task j's loss after a step u_i on the shared (encoder) parameters along task i's AdamW direction "
-        "(its gradient divided by the root of Adam's second moment), every source's step of the same length "
-        "(η·sqrt(#shared parameters), η the peak learning rate), heads fixed, over its loss before, on the same "
-        "minibatch; measured every --every steps and averaged over the all-task run; each column divided by the "
-        "target's self-affinity (diagonal 1)")
+        "(its gradient divided by the root of Adam's second moment), every source's step as long as the real "
+        "update of the shared parameters at that step, heads fixed, over its loss before, on the same minibatch; "
+        "measured every --every steps, divided by the step's length and averaged over the all-task run; each "
+        "column divided by the target's self-affinity (diagonal 1)")
 
     def validate(self, settings: MethodSettings) -> None:
         if settings.every < 1:

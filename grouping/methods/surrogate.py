@@ -48,7 +48,7 @@ Cost model (forward FLOPs, `mtl.cost`): a full-size network of k tasks
 costs ``(E + kD) / (E + nD)`` all-task runs (64x64: E = 35.6, D = 12.0
 MFLOPs); with 5 tasks the singles, half singles and all-task network cost
 2.5 + 1.6 + 1 = 5.1 runs and each sampled subset 0.6-0.9, so m = 5 costs
-about 8.8 runs (HOA 10.3, exhaustive 24).
+about 8.8 runs (HOA 10.3, exhaustive 23).
 
 Ground truth: every sampled network is one of the exhaustive table's (same
 settings, hence the same store entries), so `collect` trains nothing: it
