@@ -15,6 +15,8 @@ such totals (None); its curve is its TAG score.
 `expected` puts one budget's predicted total against the baselines' in %
 (``100 (total / baseline - 1)``: negative = better than the baseline).
 
+`expectation_lines` says both in words, for the terminal and report.md.
+
 `ground_truth_regret` reads the method's measured regret from the ground
 truth's evaluation (``benchmarks/results/ground_truth/evaluation.json``,
 written by ``scripts/ground_truth.py``): the mean over budgets and seeds of
@@ -133,3 +135,40 @@ def trust_text(method: str, trust: Mapping[str, Any] | None) -> str | None:
     return (f"How far to trust it: on {where}, {method}'s choices at budgets {lo:g} to {hi:g} were on average "
             f"{trust['mean']:+.2f}% ± {trust['std']:.2f}% (seed std) worse than the best possible choice, measured "
             f"on test losses{rand}. Its setting (tasks, images, schedule) may differ from yours.")
+
+
+def _relation(percent: float) -> str:
+    return f"{abs(percent):.1f}% below" if percent < 0 else f"{percent:.1f}% above"
+
+
+def expectation_lines(report: Mapping[str, Any]) -> list[str]:
+    """Per budget asked for: the expected total against the baselines, in the objective's units; then how
+    far to trust it (the method's regret on the ground truth)."""
+    name = "mean relative loss" if report["objective"] == "relative" else "total"
+    method = report["method"]
+    lines = []
+    for sel in report["selections"]:
+        b, total = sel["budget"], sel["predicted_total"]
+        if total is None:
+            what = (f"{method} predicts no losses" if not report["predicts_losses"]
+                    else "the predictions lack a task's single-task loss")
+            score = "" if sel["tag_score"] is None else f" (its TAG score: {sel['tag_score']:.4f})"
+            lines.append(f"budget {b:g}: {what}, so no expected {name}{score}; --verify trains and measures the "
+                         "chosen networks, or use a method that predicts losses (lookahead, surrogate, hoa)")
+            continue
+        parts = []
+        for key, label in (("all_in_one", "one all-task network"), ("one_per_task", "independent networks"),
+                           ("random", "random groupings")):
+            base, pct = sel["baselines"][key], sel["expected_percent"][key]
+            if base is None:
+                parts.append(f"{label}: do not fit" if key == "one_per_task" else f"{label}: none")
+            elif pct is None:
+                parts.append(f"{label}: unknown")
+            else:
+                width = f"{base['networks'][0]['width']} size, " if key == "one_per_task" else ""
+                parts.append(f"{_relation(pct)} {label} ({width}{base['predicted_total']:.4f})")
+        lines.append(f"budget {b:g}: expected {name} {total:.4f} ({method}'s prediction): " + ", ".join(parts))
+    trust = trust_text(method, report.get("trust"))
+    if trust:
+        lines.append(trust)
+    return lines

@@ -41,7 +41,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from grouping.choose import Baselines, Choice, baseline_totals, groups_within, per_task_losses, task_changes
-from grouping.expectation import budget_curve, expected, ground_truth_regret, trust_text
+from grouping.expectation import budget_curve, expectation_lines, expected, ground_truth_regret
 from grouping.methods import Estimate, Method
 from grouping.objective import Objective
 from grouping.runner import NetSpec, train_settings
@@ -279,42 +279,6 @@ def _changes(label: str, changes: Mapping[str, float] | None, names: Sequence[st
     if changes is None:
         return []
     return [f"  {label:<45}" + "".join(f"{changes[t]:>+8.1f}%" for t in names)]
-
-
-def _relation(percent: float) -> str:
-    return f"{abs(percent):.1f}% below" if percent < 0 else f"{percent:.1f}% above"
-
-
-def expectation_lines(report: Mapping[str, Any]) -> list[str]:
-    """Per budget asked for: the expected total against the baselines, in the objective's units; then how
-    far to trust it (the method's regret on the ground truth)."""
-    name, method = _total_name(report), report["method"]
-    lines = []
-    for sel in report["selections"]:
-        b, total = sel["budget"], sel["predicted_total"]
-        if total is None:
-            what = (f"{method} predicts no losses" if not report["predicts_losses"]
-                    else "the predictions lack a task's single-task loss")
-            score = "" if sel["tag_score"] is None else f" (its TAG score: {sel['tag_score']:.4f})"
-            lines.append(f"budget {b:g}: {what}, so no expected {name}{score}; --verify trains and measures the "
-                         "chosen networks, or use a method that predicts losses (lookahead, surrogate, hoa)")
-            continue
-        parts = []
-        for key, label in (("all_in_one", "one all-task network"), ("one_per_task", "independent networks"),
-                           ("random", "random groupings")):
-            base, pct = sel["baselines"][key], sel["expected_percent"][key]
-            if base is None:
-                parts.append(f"{label}: do not fit" if key == "one_per_task" else f"{label}: none")
-            elif pct is None:
-                parts.append(f"{label}: unknown")
-            else:
-                width = f"{base['networks'][0]['width']} size, " if key == "one_per_task" else ""
-                parts.append(f"{_relation(pct)} {label} ({width}{base['predicted_total']:.4f})")
-        lines.append(f"budget {b:g}: expected {name} {total:.4f} ({method}'s prediction): " + ", ".join(parts))
-    trust = trust_text(method, report.get("trust"))
-    if trust:
-        lines.append(trust)
-    return lines
 
 
 def format_table(report: Mapping[str, Any]) -> str:

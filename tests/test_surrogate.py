@@ -3,8 +3,6 @@ represents exactly, the seeded sample, the store, and the ground-truth record ro
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
@@ -12,7 +10,7 @@ import mtl.ensemble
 import mtl.train
 from grouping.methods import MethodSettings, get_method
 from grouping.methods.surrogate import MIN_RELATIVE, RIDGE, draw_sample, fit_weights, surrogate_relative
-from grouping.runner import DataSpec, NetSpec, candidate_specs
+from grouping.runner import DataSpec
 from grouping.selection import network_label, subsets_by_size
 from grouping.store import ResultsStore
 
