@@ -159,7 +159,7 @@ def expectation_lines(report: Mapping[str, Any]) -> list[str]:
         parts = []
         for key, label in (("all_in_one", "one all-task network"), ("one_per_task", "independent networks"),
                            ("random", "random groupings")):
-            base, pct = sel["baselines"][key], sel["expected_percent"][key]
+            base, pct = sel["baselines"][key], (sel.get("expected_percent") or {}).get(key)
             if base is None:
                 parts.append(f"{label}: do not fit" if key == "one_per_task" else f"{label}: none")
             elif pct is None:

@@ -9,7 +9,8 @@
 For the tasks seg, depth, normals, keypoints, edges (Standley's columns s, d,
 n, k, t) and each seed, trains the 31 full-size subset networks and the 5
 half-size singles with the full schedule (as ensembles), the same networks
-with the ESA schedule, and the tag/cs affinity run, all through the results
+with the ESA schedule, the tag/cs affinity run and the lookahead's probe run
+(the surrogate draws its sample from the table), all through the results
 store in --run-dir (kill it and rerun: finished networks are kept). Writes to
 --out (default benchmarks/results/ground_truth/):
 
