@@ -238,6 +238,9 @@ def run_main(argv, capsys):
     (["--tasks", "seg,depth", "--budget", "two"], ["budgets 'two'"]),
     (["--tasks", "seg,depth", "--method", "magic"], ["unknown method 'magic'"]),
     (["--tasks", "seg,depth", "--resolution", "50", "--method", "hoa"], ["resolution 50"]),
+    (["--tasks", "seg,depth", "--method", "surrogate", "--surrogate-samples", "-1"],
+     ["--surrogate-samples must be at least 0"]),
+    (["--tasks", "seg,depth", "--method", "lookahead", "--every", "0"], ["--every must be at least 1"]),
 ])
 def test_bad_arguments(args, fragments, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
