@@ -253,9 +253,27 @@ def _relabel(label: str, mapping: dict) -> str:
     return network_label(tuple(mapping[t] for t in tasks), half)
 
 
+def constant_test_losses(gt: dict) -> dict | None:
+    """Each task's loss of the best constant prediction on the record's test split, or None when the
+    record's scenes were rendered by another renderer than this checkout's (they cannot be re-rendered)."""
+    from grouping.setting_checks import constant_losses
+    from tasks.datasets import load_split, renderer_fingerprint
+    from tasks.registry import modalities_for, resolve_tasks
+
+    data = gt["settings"]["data"]
+    if data.get("source") != "scenes" or data.get("renderer") != renderer_fingerprint():
+        return None
+    tasks = resolve_tasks(gt["tasks"])
+    split = load_split("scenes", "test", resolution=data["resolution"], seed=data["seed"], counts=data["counts"],
+                       modalities=modalities_for(tasks))
+    return constant_losses(tasks, split)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from grouping import groundtruth as G
+    from grouping.setting_checks import check_setting
+    from grouping.setting_checks import markdown as setting_markdown
     from grouping.tables import parse_budgets
     from tasks.registry import resolve_tasks
 
@@ -288,8 +306,9 @@ def main(argv=None) -> int:
     if cost_file.is_file():
         costs = json.loads(cost_file.read_text()).get("units")
     ev = G.evaluate(gt, budgets, costs, args.objective)
+    ev["setting"] = check_setting(gt, ev, constant_test_losses(gt))
     (out / "evaluation.json").write_text(json.dumps(ev, indent=1) + "\n")
-    md = G.markdown(ev)
+    md = G.markdown(ev) + "\n" + setting_markdown(ev["setting"])
     (out / "evaluation.md").write_text(md)
     G.plot(ev, out / "curve.png")
     print(md)
