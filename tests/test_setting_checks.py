@@ -28,7 +28,7 @@ def _record(test_by_seed):
 
 def _stats(values):
     a = np.asarray(values, float)
-    return {"mean": float(a.mean()), "std": float(a.std(ddof=1))}
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
 
 
 def _evaluation(gt, names, gain, headroom):
@@ -76,3 +76,14 @@ def test_a_transfer_within_three_seed_spreads_does_not_count_and_no_constants_is
     assert result["pairs_helping_each_other"] == []  # -2% with a 1% standard deviation
     assert result["checks"]["every_task_learns"] is None
     assert "not checked" in markdown(result)
+
+
+def test_with_one_seed_the_pair_checks_are_not_made():
+    names = ["a", "b"]
+    gt = _record([{"a": {"a": 1.0}, "b": {"b": 1.0}, "a+b": {"a": 0.5, "b": 0.5}}])
+    ev = _evaluation(gt, names, gain=1.0, headroom=2.0)
+    ev["pairwise_transfer_percent"]["change"] = {"a": {"b": {"mean": -50.0, "std": 0.0}},
+                                                 "b": {"a": {"mean": -50.0, "std": 0.0}}}
+    result = check_setting(gt, ev)
+    assert result["checks"]["a_pair_helps_each_other"] is None and result["pairs_helping_each_other"] is None
+    assert "not checked (one seed)" in markdown(result)
