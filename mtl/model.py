@@ -29,7 +29,13 @@ from tasks.registry import Task
 # 64x64, texture edges did not train at all in 300 steps; at 8x8 they do). Decoder channels after each 2x upsampling; the head
 # performs the last one.
 ENCODER_CHANNELS = (32, 64, 128)
-DECODER_CHANNELS = (32, 16)
+# Decoders are small, as Standley's are ("one small decoder per task"): with
+# (32, 16) a task could make up in its own decoder for features the shared
+# encoder did not give it, and tasks barely competed for the encoder (at
+# 32x32, headroom 6.8% under the relative objective with singles, pairs and
+# the all-task network; 9.3% with (16, 8): `python benchmarks/setting_probe.py`,
+# README "Choosing the default setting").
+DECODER_CHANNELS = (16, 8)
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 256
 DOWNSAMPLING = 2 ** len(ENCODER_CHANNELS)
 

@@ -49,15 +49,18 @@ Conventions and label encodings (those of `tasks.registry`):
   px), Sobel, non-maximum suppression along the gradient direction quantised
   to 4 directions, double threshold (CANNY_LOW, CANNY_HIGH on the gradient
   per pixel of luma in [0, 1]) and two steps of hysteresis growth; no edges
-  on the outermost pixel ring. Stored lightly blurred: 65535 on an edge
-  pixel, 32768 on its 8 neighbours, 0 elsewhere.
+  on the outermost pixel ring. Stored spread (`_spread`): 1 on an edge
+  pixel and 1/2 on its 8 neighbours, then a 5x5 binomial blur, divided by
+  the image's maximum, times 65535.
 * edge_occlusion: the near side of a depth discontinuity at an object's
   silhouette: an object pixel whose 4-neighbour lies on another surface more
   than OCCLUSION_REL_JUMP (3%) deeper. Contacts (an object standing on the
-  floor) and room creases are not occlusions. Stored like edge_texture.
+  floor) and room creases are not occlusions. Stored lightly blurred:
+  65535 on an edge pixel, 32768 on its 8 neighbours, 0 elsewhere.
 * keypoints2d: Harris corner response (k = 0.05, 3x3 binomial window) of the
   blurred luma, negative values set to 0, divided by the image's maximum and
-  square-rooted (so it grows with contrast squared), times 65535.
+  square-rooted (so it grows with contrast squared), then stored spread
+  like edge_texture.
 """
 
 from __future__ import annotations
@@ -1047,7 +1050,7 @@ def _canny_and_harris(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     edges = strong
     for _ in range(2):  # hysteresis: weak edges touching strong ones, two steps
         edges = strong | (weak & _max3(edges.view(np.uint8)).view(bool))
-    edge_texture = _soft_edges(edges)
+    edge_texture = _spread(_soft_edges(edges).astype(np.float32))
 
     # Harris corner response, 3x3 binomial window.
     sxx, syy = _smooth_y(_smooth_x(gxx)), _smooth_y(_smooth_x(gyy))
@@ -1064,9 +1067,24 @@ def _canny_and_harris(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     peak = resp.reshape(n, -1).max(1).reshape(n, 1, 1)
     resp /= np.maximum(peak, 1e-30)
     np.sqrt(resp, out=resp)
-    resp *= 65535
-    keypoints = np.rint(resp).astype(np.uint16)
-    return edge_texture, keypoints
+    return edge_texture, _spread(resp)
+
+
+def _spread(x: np.ndarray) -> np.ndarray:
+    """A sparse (n,R,R) label map -> uint16: 5x5 binomial blur, divided by each image's maximum, times 65535.
+
+    Texture edges and keypoints are stored spread over a few pixels, as
+    Taskonomy's keypoint maps are blurred heatmaps. Unspread, the maps are so
+    sparse that an L1 loss is minimised by predicting 0 almost everywhere: at
+    32x32 no keypoint network beat the best constant prediction, and the
+    texture-edge network alone sometimes stayed near it, depending on the seed
+    (`python benchmarks/setting_probe.py`, README "Choosing the default setting").
+    """
+    x = _blur5(x)
+    peak = x.reshape(len(x), -1).max(1).reshape(-1, 1, 1)
+    x /= np.maximum(peak, 1e-30)
+    x *= 65535
+    return np.rint(x).astype(np.uint16)
 
 
 def _occlusion_edges(depth: np.ndarray, sid: np.ndarray) -> np.ndarray:

@@ -126,7 +126,7 @@ def test_scene_contents(batch):
     # most images show several objects and several textures
     obj_px = (seg >= CLS["box"]).mean((1, 2))
     assert np.median(obj_px) > 0.08
-    assert (batch["edge_texture"] == 65535).mean() > 0.02
+    assert (batch["edge_texture"] > 32768).mean() > 0.02  # ridges of the spread edge map
 
 
 def test_depth_is_valid_z_buffer(batch):
@@ -259,7 +259,7 @@ def test_texture_edges_without_geometry_and_geometry_without_texture():
     p = hand_scene([(scenes.KIND_BOX, (2.0, 3.5), (0.4, 0.4, 0.4))])
     out = scenes.render_scene_params(p, 64)
     seg = out["segment_semantic"][0]
-    tex = out["edge_texture"][0] == 65535
+    tex = out["edge_texture"][0] > 32768  # the ridges of the spread edge map
     occ = out["edge_occlusion"][0]
     floor = seg == CLS["floor"]
     # stripes on the floor: texture edges where there is no depth edge
@@ -283,7 +283,11 @@ def test_texture_edges_without_geometry_and_geometry_without_texture():
     for ax in (0, 1):
         for sh in (-1, 1):
             face_edge |= np.abs(np.roll(n, sh, axis=ax) - n).max(-1) > 2
-    assert not (tex & inner & ~face_edge).any()
+    near_face_edge = face_edge.copy()  # the stored map spreads each edge by up to 2 pixels
+    for ax in (0, 1):
+        for sh in (-2, -1, 1, 2):
+            near_face_edge |= np.roll(face_edge, sh, axis=ax)
+    assert not (tex & inner & ~near_face_edge).any()
     # an empty room has no occlusion edges at all (creases are not occlusions)
     empty = scenes.render_scene_params(hand_scene([], pitch_deg=10, yaw=0.6), 64)
     assert (empty["edge_occlusion"] == 0).all()
@@ -304,3 +308,24 @@ def test_keypoints_are_normalised_per_image(batch):
 def test_render_scene_params_rejects_bad_resolution():
     with pytest.raises(ValueError, match="32..256"):
         scenes.render_scene_params(hand_scene(), 16)
+
+
+def test_spread_is_a_normalised_binomial_blur():
+    # one bright pixel -> the 5x5 binomial kernel [1,4,6,4,1] x [1,4,6,4,1], peak 65535
+    x = np.zeros((2, 9, 9), np.float32)
+    x[0, 4, 4] = 0.3
+    out = scenes._spread(x)
+    k = np.array([1, 4, 6, 4, 1], np.float64)
+    expect = np.rint(65535 * np.outer(k, k) / 36)
+    assert out.dtype == np.uint16
+    assert (out[0, 2:7, 2:7] == expect).all()
+    assert out[0].sum() == expect.sum()  # nothing outside the 5x5 window
+    assert (out[1] == 0).all()  # an empty map stays empty
+
+
+def test_texture_edges_and_keypoints_are_spread_maps(batch):
+    for m in ("edge_texture", "keypoints2d"):
+        k = batch[m]
+        assert (k.reshape(len(k), -1).max(1) == 65535).all()
+        assert len(np.unique(k)) > 100  # graded, not the 3 levels of the occlusion edges
+    assert set(np.unique(batch["edge_occlusion"])) <= {0, 32768, 65535}

@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""How much does grouping matter at a setting? A one-seed probe, before a ground truth.
+
+    python benchmarks/setting_probe.py --tasks s,d,n,k,t --resolution 32 --steps 600 --size 1 \
+        --out benchmarks/results/setting_probe/base.json
+
+Trains, at one setting and one seed, the single-task networks, every pair and
+the all-task network (ensembles, scenes rendered in memory), then prints and
+writes, under the relative objective (each task's test loss divided by its
+single-task network's):
+
+- each task's relative loss in every pair and in the all-task network,
+- the headroom this subset of candidates shows: (mean relative loss of the
+  all-task network - mean of each task's best relative loss) / the former.
+  The full ground truth (all subsets) can only raise it,
+- each task's loss against the best constant prediction (does it learn?).
+
+Used to choose the default setting of the ground truth (issue "Grouping that
+pays off on the default data"); each probe's JSON records its settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def train(args) -> dict:
+    """Renders the data, trains the networks, returns the record (test losses, constants, settings)."""
+    from grouping.setting_checks import constant_losses
+    from mtl.ensemble import train_ensemble_and_evaluate
+    from mtl.train import TrainConfig
+    from tasks.registry import resolve_tasks
+    from tasks.scenes import render_scenes
+
+    import mtl.model
+
+    if args.encoder:
+        mtl.model.ENCODER_CHANNELS = tuple(int(c) for c in args.encoder.split(","))
+    if args.decoder:
+        mtl.model.DECODER_CHANNELS = tuple(int(c) for c in args.decoder.split(","))
+    tasks = resolve_tasks(args.tasks)
+    counts = [int(c) for c in args.counts.split(",")]
+    t0 = time.perf_counter()
+    data = render_scenes(0, sum(counts), args.resolution)
+    for m in filter(None, args.blur.split(",")):
+        from tasks.scenes import _blur5
+
+        x = _blur5(data[m].astype(np.float32))
+        x /= np.maximum(x.reshape(len(x), -1).max(1), 1e-30)[:, None, None]
+        data[m] = np.rint(x * 65535).astype(np.uint16)
+    bounds = np.cumsum([0] + counts)
+    splits = {s: {k: v[bounds[i]:bounds[i + 1]] for k, v in data.items()}
+              for i, s in enumerate(("train", "validation", "test"))}
+    render_s = time.perf_counter() - t0
+    if args.all_subsets:
+        members = [m for k in range(1, len(tasks) + 1) for m in itertools.combinations(tasks, k)]
+    else:
+        members = [(t,) for t in tasks] + ([] if args.no_pairs else list(itertools.combinations(tasks, 2)))
+        members.append(tuple(tasks))
+    cfg = TrainConfig(steps=args.steps, learning_rate=args.lr, size=args.size, seed=args.seed,
+                      checkpoint_every=10**9)
+    t0 = time.perf_counter()
+    reports = train_ensemble_and_evaluate(members, splits, cfg, progress=True)
+    train_s = time.perf_counter() - t0
+    test = {"+".join(t.name for t in m): {t: r["test"][t]["loss"] for t in r["test"]} for m, r in zip(members, reports)}
+    return {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "analyse")},
+            "tasks": [t.name for t in tasks], "test": test,
+            "constant": constant_losses(tasks, splits["test"]),
+            "render_seconds": render_s, "train_seconds": train_s}
+
+
+def analyse(record: dict) -> dict:
+    """Relative losses, headroom and the best two networks of a probe record; prints them."""
+    from tasks.registry import resolve_tasks
+
+    names = record.get("tasks") or [t.name for t in resolve_tasks(record["settings"]["tasks"])]
+    test, const = record["test"], record["constant"]
+    single = {n: test[n][n] for n in names}
+    rel = {k: {t: v / single[t] for t, v in row.items()} for k, row in test.items()}
+    all_key = "+".join(names)
+    rel_all = float(np.mean([rel[all_key][t] for t in names]))
+    best = {t: min(r[t] for r in rel.values() if t in r) for t in names}
+    headroom = (rel_all - float(np.mean(list(best.values())))) / rel_all
+    # Budget 2 without half-size networks: the best cover by two of these networks.
+    best2 = min((float(np.mean([min(rel[k][t] for k in pick if t in rel[k]) for t in names])), pick)
+                for pick in itertools.combinations(rel, 2) if set(names) <= {t for k in pick for t in rel[k]})
+    gain2 = (rel_all - best2[0]) / rel_all
+    print(f"setting: {record['settings']}  train {record['train_seconds']:.0f}s")
+    print("task      single   const   all-task(rel)  pairs (rel change %)")
+    for t in names:
+        pairs = " ".join(f"{u}:{100 * (rel['+'.join(sorted((t, u), key=names.index))][t] - 1):+.1f}"
+                         for u in names if u != t and "+".join(sorted((t, u), key=names.index)) in rel)
+        print(f"{t:9s} {single[t]:.4f}  {const[t]:.4f}  {rel[all_key][t]:.3f}  {pairs}")
+    print(f"headroom ({len(rel)} networks) {100 * headroom:.1f}%  all-task mean rel {rel_all:.3f}; "
+          f"best 2 of these networks {' and '.join(best2[1])}: {100 * gain2:.1f}% below the all-task network")
+    return {"relative": rel, "headroom": headroom, "best_two": list(best2[1]), "gain_two": gain2}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", default="s,d,n,k,t")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--size", type=float, default=1.0, help="encoder size of the 'full' networks")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--counts", default="4000,500,500")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-pairs", action="store_true", help="singles and the all-task network only")
+    p.add_argument("--encoder", default=None, help="encoder channels at size 1, e.g. 32,64,128 (mtl.model)")
+    p.add_argument("--decoder", default=None, help="decoder channels, e.g. 32,16 (mtl.model)")
+    p.add_argument("--blur", default="", help="label modalities to spread by a 5x5 binomial blur, e.g. edge_texture")
+    p.add_argument("--all-subsets", action="store_true", help="every subset network, not only pairs")
+    p.add_argument("--out", help="where the JSON goes")
+    p.add_argument("--analyse", metavar="JSON", help="print the analysis of an earlier probe's JSON; train nothing")
+    args = p.parse_args(argv)
+
+    if args.analyse:
+        record = json.loads(Path(args.analyse).read_text())
+        analyse(record)
+        return 0
+    if not args.out:
+        p.error("--out is required (or --analyse JSON)")
+    record = train(args)
+    record.update(analyse(record))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
