@@ -166,8 +166,11 @@ def test_sharded_over_four_host_devices_equals_one_device(tmp_path):
     for one, four in zip(out["1"], out["4"], strict=True):
         np.testing.assert_allclose(four, one, rtol=1e-5, atol=1e-6)
     for one, four in zip(out["params1"], out["params4"], strict=True):
-        # Rounding only (the per-device programs split Eigen's work differently).
-        np.testing.assert_allclose(four, one, rtol=0, atol=1e-4)
+        # Rounding only (the per-device programs split Eigen's work differently); as in the
+        # vmap test above, Adam's normalised steps (up to 2e-3 each) carry it to a few 1e-4
+        # in weights whose gradients are near zero (seen: 7e-4 in 0.05% of the weights with
+        # 16-8-channel decoders); swapped members would differ by 1e-2 and more.
+        np.testing.assert_allclose(four, one, rtol=0, atol=2e-3)
     assert "8 devices asked for, but there are 4 " in out["error"]
 
 

@@ -33,7 +33,10 @@ def cli(env, *args, timeout=300) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def reference(env, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
-    result = cli(env, *TINY, "--out", out)
+    # Its own data cache: this run must be the data's first use (test_quiet_prints_nothing_of_tfds_on_first_use);
+    # the session's compilation cache is still shared.
+    first_use = {**env, "MTL_DATA_DIR": str(tmp_path_factory.mktemp("reference_data"))}
+    result = cli(first_use, *TINY, "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
 
