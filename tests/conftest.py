@@ -4,6 +4,9 @@ import os
 
 import pytest
 
+import mtl.ensemble
+import mtl.train
+
 
 @pytest.fixture(scope="session")
 def env(tmp_path_factory):
@@ -17,3 +20,14 @@ def env(tmp_path_factory):
     env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture
+def no_training(monkeypatch, tmp_path):
+    """Any training fails the test: for runs that must find every network in the store."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network was trained")
+
+    monkeypatch.setattr(mtl.train, "train_and_evaluate", refuse)
+    monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", refuse)
+    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))

@@ -12,8 +12,6 @@ import pytest
 import grouping.affinity
 import grouping.expectation
 import grouping.lookahead
-import mtl.ensemble
-import mtl.train
 from grouping import choose as C
 from grouping.expectation import curve_budgets, ground_truth_regret, trust_text
 from grouping.figures import curve_series
@@ -30,14 +28,8 @@ TOGETHER = {"seg": 0.45, "depth": 0.26, "normals": 0.14}
 
 
 @pytest.fixture
-def stand_ins(monkeypatch, tmp_path):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a network was trained")
-
-    monkeypatch.setattr(mtl.train, "train_and_evaluate", refuse)
-    monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", refuse)
+def stand_ins(no_training, monkeypatch, tmp_path):
     monkeypatch.setattr(DataSpec, "load", lambda self, tasks, **kw: {})
-    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(grouping.lookahead, "train_with_lookahead", lambda tasks, splits, cfg, **kw: {
         "lookahead": ZN, "normalised": ZN, "inner": ZN, "gram": ZN, "measurements": 3, "train_seconds": 1.0,
         "validation": {t: {"loss": v} for t, v in TOGETHER.items()},

@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 import grouping.lookahead
-import mtl.ensemble
-import mtl.train
 from grouping.methods import MethodSettings, get_method
 from grouping.methods.lookahead import MIN_MEAN_AFFINITY, calibrated_candidates, partner_weights
 from grouping.runner import DataSpec, NetSpec
@@ -61,14 +59,8 @@ def test_partners_of_equal_affinity_share_the_all_task_effect_equally():
 
 
 @pytest.fixture
-def no_training(monkeypatch, tmp_path):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a network was trained")
-
-    monkeypatch.setattr(mtl.train, "train_and_evaluate", refuse)
-    monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", refuse)
+def no_training(no_training, monkeypatch):  # conftest's, and no data either
     monkeypatch.setattr(DataSpec, "load", lambda self, tasks, **kw: {})
-    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
 
 
 def test_the_estimate_through_the_store_and_the_record_round_trip(tmp_path, no_training, monkeypatch):

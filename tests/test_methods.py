@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 
 import grouping.affinity
-import mtl.ensemble
-import mtl.train
 from grouping import choose as C
 from grouping.find_groups import VERIFY_RANDOM_SAMPLES, Options, find_groups, setup
 from grouping.methods import MethodSettings, get_method, method_names
@@ -30,14 +28,6 @@ from grouping.store import ResultsStore
 TASKS = ("seg", "depth", "normals", "edges")
 
 
-@pytest.fixture
-def no_training(monkeypatch, tmp_path):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a network was trained")
-
-    monkeypatch.setattr(mtl.train, "train_and_evaluate", refuse)
-    monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", refuse)
-    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
 
 
 def options(tmp_path, method, tasks=TASKS, budgets=(1, 1.5, 2, 3), **kw):

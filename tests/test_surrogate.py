@@ -6,8 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import mtl.ensemble
-import mtl.train
 from grouping.methods import MethodSettings, get_method
 from grouping.methods.surrogate import MIN_RELATIVE, RIDGE, draw_sample, fit_weights, surrogate_relative
 from grouping.runner import DataSpec
@@ -94,14 +92,6 @@ def test_the_sample_is_seeded_uniform_and_never_a_single_or_everything():
     assert min(counts.values()) > 0.8 * 2000 * 5 / 25 and max(counts.values()) < 1.2 * 2000 * 5 / 25
 
 
-@pytest.fixture
-def no_training(monkeypatch, tmp_path):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a network was trained")
-
-    monkeypatch.setattr(mtl.train, "train_and_evaluate", refuse)
-    monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", refuse)
-    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
 
 
 def test_the_estimate_trains_its_sample_predicts_the_rest_and_the_record_rebuilds_it(tmp_path, no_training):
