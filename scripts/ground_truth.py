@@ -5,6 +5,7 @@
     python scripts/ground_truth.py --evaluate-only      # re-evaluate the committed record, no training
     python scripts/ground_truth.py --evaluate-only --objective loss   # Standley's summed loss instead
     python scripts/ground_truth.py --methods lookahead,surrogate     # add estimators to the finished record
+    python scripts/ground_truth.py --seeds 0,1,2        # a record holding seeds 0,1 trains seed 2 only
 
 For the tasks seg, depth, normals, keypoints, edges (Standley's columns s, d,
 n, k, t) and each seed, trains the 31 full-size subset networks and the 5
@@ -171,15 +172,49 @@ def collect_seeds(args, names, seeds, methods=None, on_seed=None) -> dict:
 
 
 def train(args, names, seeds, out: Path) -> dict:
+    """Trains every method for `seeds` into --out/ground_truth.json, written after each seed.
+
+    A record already there with the same tasks and settings keeps its seeds: only the seeds it lacks
+    are trained (so a ground truth grows one seed at a time, and an interrupted one resumes at the
+    seed level as the store resumes it at the network level). A record with other settings is
+    refused, naming what differs."""
     from tasks.registry import resolve_tasks
 
-    gt = {"tasks": list(names), "letters": column_letters(resolve_tasks(names)),
-          "settings": record_settings(args, names), "runs": {}}
-    started = time.perf_counter()
-    gt["runs"] = collect_seeds(args, names, seeds)
-    gt["settings"]["wall_seconds"] = time.perf_counter() - started
+    path = out / "ground_truth.json"
+    wanted = record_settings(args, names)
+    if path.is_file():
+        gt = json.loads(path.read_text())
+        if list(gt["tasks"]) != list(names):
+            raise ValueError(f"{path} holds the tasks {','.join(gt['tasks'])}, not {','.join(names)}: give "
+                             "another --out or the record's --tasks")
+        diffs = differences(gt["settings"], wanted)
+        if diffs:
+            raise ValueError(f"{path} was recorded with other settings ({'; '.join(diffs)}): give another --out, "
+                             "or the record's settings to add seeds to it")
+        gt["settings"].setdefault("added", [])
+    else:
+        gt = {"tasks": list(names), "letters": column_letters(resolve_tasks(names)), "settings": wanted, "runs": {}}
+    todo = [s for s in seeds if str(s) not in gt["runs"]]
+    if gt["runs"]:
+        kept = [s for s in seeds if str(s) in gt["runs"]]
+        print(f"{path}: seeds {','.join(map(str, kept)) or 'none'} recorded, training "
+              f"{','.join(map(str, todo)) or 'nothing'}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ground_truth.json").write_text(json.dumps(gt, indent=1) + "\n")
+    started = time.perf_counter()
+
+    def save(seed: str, record: dict) -> None:
+        gt["runs"][seed] = record
+        path.write_text(json.dumps(gt, indent=1) + "\n")
+
+    collect_seeds(args, names, todo, on_seed=save)
+    if "added" in gt["settings"] and todo:
+        gt["settings"]["added"].append({"seeds": todo, "code_version": wanted["code_version"],
+                                        "device": wanted["device"], "command": wanted["command"],
+                                        "wall_seconds": time.perf_counter() - started})
+    elif todo:
+        gt["settings"]["wall_seconds"] = time.perf_counter() - started
+    gt["runs"] = {str(s): gt["runs"][str(s)] for s in sorted(map(int, gt["runs"]))}
+    path.write_text(json.dumps(gt, indent=1) + "\n")
     return gt
 
 
