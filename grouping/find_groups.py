@@ -39,7 +39,7 @@ from grouping.choose import (
     task_changes,
 )
 from grouping.methods import Estimate, Method, MethodSettings, get_method
-from grouping.methods.base import ESA_FRACTION, SURROGATE_SAMPLES
+from grouping.methods.base import ESA_FRACTION, QUICK_FRACTION, SURROGATE_SAMPLES
 from grouping.objective import DEFAULT_OBJECTIVE, Objective, get_objective
 from grouping.report import (
     atomic_text,
@@ -77,6 +77,7 @@ class Options:
     esa_fraction: float = ESA_FRACTION
     every: int = AFFINITY_EVERY
     samples: int = SURROGATE_SAMPLES  # surrogate: random subsets besides the singles and the all-task network
+    quick_fraction: float = QUICK_FRACTION  # quick: fraction of the schedule of each of its networks
     checkpoint_every: int | None = None
     progress: bool = True
     ensemble: bool = True  # train several networks of one width as one ensemble (mtl.ensemble)
@@ -87,7 +88,8 @@ class Options:
 
     @property
     def method_settings(self) -> MethodSettings:
-        return MethodSettings(esa_fraction=self.esa_fraction, every=self.every, samples=self.samples)
+        return MethodSettings(esa_fraction=self.esa_fraction, every=self.every, samples=self.samples,
+                              quick_fraction=self.quick_fraction)
 
 
 @dataclasses.dataclass
@@ -129,6 +131,7 @@ def setup(opts: Options) -> Setup:
     for count in opts.data.counts or ():
         options.at_least("--counts (each of train, validation, test)", count, 1)
     options.fraction("--esa-fraction", opts.esa_fraction)
+    options.fraction("--quick-fraction", opts.quick_fraction)
     options.at_least("--every", opts.every, 1)
     options.at_least("--surrogate-samples", opts.samples, 0)
     if opts.devices is not None:

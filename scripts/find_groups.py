@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from grouping.find_groups import DEFAULT_METHOD, DEFAULT_STEPS
-    from grouping.methods import ESA_FRACTION, SURROGATE_SAMPLES, method_names
+    from grouping.methods import ESA_FRACTION, QUICK_FRACTION, SURROGATE_SAMPLES, method_names
     from grouping.objective import DEFAULT_OBJECTIVE, OBJECTIVES
     from grouping.runner import AFFINITY_EVERY
 
@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tag/cs/lookahead: measure the affinity every N steps")
     p.add_argument("--surrogate-samples", type=int, default=SURROGATE_SAMPLES,
                    help="surrogate: random task subsets trained besides the singles and the all-task network")
+    p.add_argument("--quick-fraction", type=float, default=QUICK_FRACTION,
+                   help="quick: fraction of the schedule each of its networks is trained for")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/4, >= 50)")
     p.add_argument("--out", default=None, help="run directory (default runs/<timestamp>); rerun with the same "
                    "--out to resume")
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
         esa_fraction=args.esa_fraction,
         every=args.every,
         samples=args.surrogate_samples,
+        quick_fraction=args.quick_fraction,
         checkpoint_every=args.checkpoint_every,
         progress=not args.quiet,
         ensemble=not args.no_ensemble,

@@ -65,7 +65,7 @@ def column_letters(tasks) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     from grouping.groundtruth import TASKS
-    from grouping.methods import SURROGATE_SAMPLES
+    from grouping.methods import QUICK_FRACTION, SURROGATE_SAMPLES
     from grouping.objective import DEFAULT_OBJECTIVE, OBJECTIVES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=options.HelpFormatter)
@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=10, help="tag/cs/lookahead: measure affinity every N steps")
     p.add_argument("--surrogate-samples", type=int, default=SURROGATE_SAMPLES,
                    help="surrogate: random task subsets besides the singles and the all-task network")
+    p.add_argument("--quick-fraction", type=float, default=QUICK_FRACTION,
+                   help="quick: fraction of the schedule each of its networks is trained for")
     p.add_argument("--methods", default=None,
                    help="collect only these methods (comma-separated) and merge them into the existing "
                         "--out/ground_truth.json (default: every method, a new record)")
@@ -117,7 +119,8 @@ def setting(args, names):
     tasks = resolve_tasks(names)
     data = DataSpec("scenes", args.resolution, args.data_seed, cli.parse_counts(args.counts))
     cfg0 = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr)
-    methods = MethodSettings(esa_fraction=args.esa_fraction, every=args.every, samples=args.surrogate_samples)
+    methods = MethodSettings(esa_fraction=args.esa_fraction, every=args.every, samples=args.surrogate_samples,
+                             quick_fraction=args.quick_fraction)
     return tasks, data, data.check(tasks), cfg0, methods
 
 

@@ -224,15 +224,15 @@ def test_budgets_below_the_cheapest_cover_are_refused_before_training():
 
 
 def test_the_registry_names_every_method_and_refuses_others():
-    assert method_names() == ("exhaustive", "esa", "hoa", "surrogate", "lookahead", "tag", "cs")
+    assert method_names() == ("exhaustive", "esa", "hoa", "surrogate", "lookahead", "quick", "tag", "cs")
     assert all(get_method(m).name == m for m in method_names())
     with pytest.raises(ValueError, match="unknown method 'magic'; use one of exhaustive, esa, hoa, surrogate, "
-                                         "lookahead, tag, cs"):
+                                         "lookahead, quick, tag, cs"):
         get_method("magic")
     n = len(TASKS)
     trainings = {m: get_method(m).cost(TASKS, 100, MethodSettings()).trainings for m in method_names()}
     assert trainings == {"exhaustive": 2 ** n - 1 + n, "esa": 2 ** n - 1 + n, "hoa": 2 * n + n * (n - 1) // 2,
-                         "surrogate": 2 * n + 1 + 5, "lookahead": 2 * n + 1, "tag": 1, "cs": 1}
+                         "surrogate": 2 * n + 1 + 5, "lookahead": 2 * n + 1, "quick": 2 * n + 1, "tag": 1, "cs": 1}
 
 
 def test_partitions_and_baselines():

@@ -37,6 +37,7 @@ from grouping.selection import InfeasibleBudgetError, Network
 
 __all__ = [
     "ESA_FRACTION",
+    "QUICK_FRACTION",
     "SURROGATE_SAMPLES",
     "Cost",
     "Estimate",
@@ -51,16 +52,19 @@ __all__ = [
 ESA_FRACTION = 0.2
 #: surrogate: random task subsets trained besides the singles and the all-task network.
 SURROGATE_SAMPLES = 5
+#: quick: fraction of the schedule each of its networks is trained for.
+QUICK_FRACTION = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodSettings:
     """The estimators' own settings: ESA's fraction of the schedule, the measuring interval of
-    tag/cs/lookahead, the surrogate's number of sampled subsets."""
+    tag/cs/lookahead, the surrogate's number of sampled subsets, quick's fraction of the schedule."""
 
     esa_fraction: float = ESA_FRACTION
     every: int = AFFINITY_EVERY
     samples: int = SURROGATE_SAMPLES
+    quick_fraction: float = QUICK_FRACTION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +193,7 @@ def _load_all() -> None:
 
 
 #: The order in which methods are listed (from the most training to the least); others follow by name.
-ORDER = ("exhaustive", "esa", "hoa", "surrogate", "lookahead", "tag", "cs")
+ORDER = ("exhaustive", "esa", "hoa", "surrogate", "lookahead", "quick", "tag", "cs")
 
 
 def method_names() -> tuple[str, ...]:
