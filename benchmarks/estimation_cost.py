@@ -15,6 +15,8 @@ scratch through `Method.estimate` with an empty results store of its own
                --every steps, and the singles (full and half) as ensembles;
   surrogate    the singles (full and half), the all-task network and
                --surrogate-samples random subsets, as ensembles;
+  quick        the singles (full and half) and the all-task network with
+               --quick-fraction of the schedule, as ensembles;
   hoa          the singles (full and half) and the pairs, as ensembles;
   esa          every candidate network with the short schedule (--esa-fraction);
   exhaustive   every candidate network with the full schedule.
@@ -51,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
 
-from grouping.methods import SURROGATE_SAMPLES, MethodSettings, get_method, method_names  # noqa: E402
+from grouping.methods import QUICK_FRACTION, SURROGATE_SAMPLES, MethodSettings, get_method, method_names  # noqa: E402
 from grouping.runner import DataSpec, Runner  # noqa: E402
 from grouping.store import ResultsStore  # noqa: E402
 from mtl import runtime  # noqa: E402
@@ -81,6 +83,8 @@ def main(argv=None) -> None:
     p.add_argument("--methods", default=None, help="comma-separated (default: every registered method, cheapest first)")
     p.add_argument("--surrogate-samples", type=int, default=SURROGATE_SAMPLES,
                    help="surrogate: random task subsets besides the singles and the all-task network")
+    p.add_argument("--quick-fraction", type=float, default=QUICK_FRACTION,
+                   help="quick: fraction of the schedule each of its networks is trained for")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "estimation_cost.json"))
     args = p.parse_args(argv)
     runtime.tune_malloc()  # MTL_TUNE_MALLOC=1 only, as in the scripts (mtl.cli.run)
@@ -88,7 +92,8 @@ def main(argv=None) -> None:
     names = tuple(t.name for t in tasks)
     methods = [m for m in args.methods.split(",") if m] if args.methods else by_cost(names, args.steps)
     try:
-        method_settings = MethodSettings(samples=args.surrogate_samples)
+        method_settings = MethodSettings(samples=args.surrogate_samples, quick_fraction=args.quick_fraction)
+        get_method("quick").validate(method_settings)
         planned = {m: get_method(m).cost(names, args.steps, method_settings) for m in methods}
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
@@ -143,6 +148,7 @@ def main(argv=None) -> None:
         "batch_size": args.batch_size, "counts": list(parse_counts(args.counts)),
         "all_task_run_seconds": unit_runs, "seconds": seconds, "units": units, "trainings": trained,
         "steps_each": {m: planned[m].steps for m in methods}, "surrogate_samples": args.surrogate_samples,
+        "quick_fraction": args.quick_fraction,
         "hoa_over_tag": ratio, "paper_tag_speedup_over_prior": PAPER_TAG_SPEEDUP,
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
     }
