@@ -53,7 +53,7 @@ ESA_FRACTION = 0.2
 #: surrogate: random task subsets trained besides the singles and the all-task network.
 SURROGATE_SAMPLES = 5
 #: quick: fraction of the schedule each of its networks is trained for.
-QUICK_FRACTION = 0.2
+QUICK_FRACTION = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
