@@ -315,3 +315,45 @@ def test_methods_are_merged_into_a_finished_record_and_evaluated(tmp_path, monke
     with pytest.raises(ValueError, match="does not exist"):
         script.main([*args, "--out", str(tmp_path / "none"), "--methods", "surrogate"])
     assert probes == [(0, 40, 10), (1, 40, 10)]
+
+
+def test_a_record_grows_by_the_seeds_it_lacks_and_keeps_the_ones_it_has(tmp_path, monkeypatch):
+    """scripts/ground_truth.py --seeds 0,1 on a record of seed 0 trains seed 1 only and keeps seed 0 as
+    it was; a record of other settings is refused before any training."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("ground_truth_script", REPO / "scripts" / "ground_truth.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    names = ("seg", "depth", "normals")
+    out = tmp_path / "gt"
+    args = ["--tasks", ",".join(names), "--seeds", "0,1", "--resolution", "32", "--counts", "16,8,8", "--steps", "40",
+            "--batch-size", "8", "--out", str(out), "--run-dir", str(tmp_path / "run"), "--quiet"]
+    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(sys, "argv", ["ground_truth.py", *args])
+    gt = {"tasks": list(names), "letters": ["s", "d", "n"],
+          "settings": script.record_settings(script.build_parser().parse_args(args), names),
+          "runs": {"0": random_record(30, names)[0]}}
+    out.mkdir()
+    (out / "ground_truth.json").write_text(json.dumps(gt))
+    asked = []
+
+    def collect_seeds(args_, names_, seeds, methods=None, on_seed=None):
+        asked.append(list(seeds))
+        for s in seeds:
+            on_seed(str(s), random_record(40 + s, names)[0])
+
+    monkeypatch.setattr(script, "collect_seeds", collect_seeds)
+    monkeypatch.setattr(script, "constant_test_losses", lambda gt: None)
+    assert script.main(args) == 0
+    assert asked == [[1]]
+    grown = json.loads((out / "ground_truth.json").read_text())
+    assert grown["runs"]["0"] == json.loads(json.dumps(gt["runs"]["0"]))
+    assert grown["runs"]["1"] == json.loads(json.dumps(random_record(41, names)[0]))
+    assert grown["settings"]["added"][0]["seeds"] == [1]
+    assert json.loads((out / "evaluation.json").read_text())["seeds"] == [0, 1]
+    assert script.main(args) == 0 and asked == [[1], []]  # nothing left to train
+    with pytest.raises(ValueError, match=r"train.steps 40 -> 50"):
+        script.main([*args[:9], "50", *args[10:]])
+    assert asked == [[1], []]
