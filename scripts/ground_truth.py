@@ -292,11 +292,11 @@ def constant_test_losses(gt: dict) -> dict | None:
     """Each task's loss of the best constant prediction on the record's test split, or None when the
     record's scenes were rendered by another renderer than this checkout's (they cannot be re-rendered)."""
     from grouping.setting_checks import constant_losses
-    from tasks.datasets import load_split, renderer_fingerprint
+    from tasks.datasets import load_split, same_rendering
     from tasks.registry import modalities_for, resolve_tasks
 
     data = gt["settings"]["data"]
-    if data.get("source") != "scenes" or data.get("renderer") != renderer_fingerprint():
+    if data.get("source") != "scenes" or not same_rendering(data.get("renderer")):
         return None
     tasks = resolve_tasks(gt["tasks"])
     split = load_split("scenes", "test", resolution=data["resolution"], seed=data["seed"], counts=data["counts"],
