@@ -209,7 +209,7 @@ class MtanLayout:
         bad = ~np.isin(a, np.arange(-1, n))
         if bad.any():
             r, c = np.argwhere(bad)[0]
-            raise LayoutError(f"{self.name} layout error: {path} has the class id {a[r, c]!r} at row {r}, column {c}; "
+            raise LayoutError(f"{self.name} layout error: {path} has the class id {a[r, c].item()!r} at row {r}, column {c}; "
                               f"expected -1 (void) or 0..{n - 1}")
         return (a.astype(np.int64) + 1).astype(np.uint8)
 
