@@ -42,6 +42,9 @@ ATTRIBUTES: tuple[str, ...] = (
     "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
     "Wearing_Necklace", "Wearing_Necktie", "Young",
 )
+#: The 9 attributes of TAG's CelebA experiment (fixtures/tag2021/affinities.json, from its notebooks).
+TAG_ATTRIBUTES: tuple[str, ...] = ("5_o_Clock_Shadow", "Black_Hair", "Blond_Hair", "Brown_Hair", "Goatee", "Mustache",
+                                   "No_Beard", "Rosy_Cheeks", "Wearing_Hat")
 IMAGES, ATTR_FILE, PARTITION_FILE = "img_align_celeba", "list_attr_celeba.txt", "list_eval_partition.txt"
 PARTITIONS = {"0": "train", "1": "validation", "2": "test"}
 

@@ -194,6 +194,17 @@ def test_bad_celeba_input_is_named(tmp_path, fault, fragments):
         assert fragment in str(e.value), str(e.value)
 
 
+def test_tags_nine_attributes_are_those_of_its_notebooks():
+    import json
+    from pathlib import Path
+
+    from tasks.celeba import TAG_ATTRIBUTES
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "tag2021" / "affinities.json"
+    assert list(TAG_ATTRIBUTES) == json.loads(fixture.read_text())["celeba"]["tasks"]
+    assert [t.name for t in resolve("celeba", ",".join(TAG_ATTRIBUTES))] == list(TAG_ATTRIBUTES)
+
+
 def test_an_unknown_attribute_lists_the_40():
     assert [t.name for t in resolve("celeba", "smiling,Young")] == ["Smiling", "Young"]
     with pytest.raises(LayoutError) as e:
