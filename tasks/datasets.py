@@ -639,7 +639,8 @@ def load_split(
       seed, counts: the scenes' seed and (train, validation, test) sizes,
         default 4000/500/500.
       data_dir: the cache (default: $MTL_DATA_DIR or ~/.cache/mtl_grouping/tfds).
-      modalities: the modalities to return (default: all the dataset has).
+      modalities: the modalities to return (default: every Taskonomy modality for
+        scenes and Taskonomy folders, all a NYUv2, Cityscapes or CelebA folder has).
       with_stems: also return 'stem': the image names, a str array.
       progress: show a progress bar while the dataset is prepared.
 
@@ -656,7 +657,9 @@ def load_split(
             builder, fixed = _open_builder(source, resolution=resolution, seed=seed, counts=counts,
                                            data_dir=data_dir, heal=not healed)
             healed = healed or fixed
-            modalities = wanted or _modalities([m for m in builder.info.features if m != "stem"])
+            # default: every Taskonomy modality (a folder without one is named), or all a layout has
+            modalities = wanted or _modalities(
+                None if isinstance(builder, (Scenes, TaskonomyLocal)) else builder.builder_config.modalities)
             if isinstance(builder, TaskonomyLocal) and not set(modalities) <= set(builder.builder_config.modalities):
                 # A requested modality has no folder: the layout check names it.
                 folders = split_folders(builder.builder_config.root)
