@@ -150,7 +150,9 @@ class CelebALayout:
         return out
 
     def files(self) -> list[Path]:
-        return [self.root / ATTR_FILE, self.root / PARTITION_FILE]
+        """Every file the dataset reads (for the cache fingerprint): the two lists and the images."""
+        images = [self.root / IMAGES / e.name for e in os.scandir(self.root / IMAGES) if not e.name.startswith(".")]
+        return [self.root / ATTR_FILE, self.root / PARTITION_FILE, *images]
 
     def read(self, key: str, resolution: int) -> dict[str, np.ndarray]:
         """{'rgb': uint8 (R,R,3), 'attributes': uint8 (40,)} of one image file."""

@@ -97,6 +97,17 @@ def test_celeba_is_cropped_then_area_resized(tmp_path):
     np.testing.assert_array_equal(train["rgb"][0], blocks[2:22])
 
 
+def test_a_changed_file_is_read_again(tmp_path):
+    root = tmp_path / "celeba"
+    write_celeba(root, [0, 1, 2], 16, 16, fmt="png")
+    before = load_split(f"celeba:{root}", "train", resolution=16, progress=False)["rgb"][0]
+    new = np.full((16, 16, 3), 7, np.uint8)
+    Image.fromarray(new).save(root / "img_align_celeba" / "000001.png")
+    after = load_split(f"celeba:{root}", "train", resolution=16, progress=False)["rgb"][0]
+    assert not np.array_equal(before, new)
+    np.testing.assert_array_equal(after, new)
+
+
 def test_a_plain_folder_is_recognised_and_said(tmp_path, capsys):
     write_mtan(tmp_path / "a", "nyuv2", 2, 1, 8, 8)
     write_mtan(tmp_path / "b", "cityscapes", 2, 1, 8, 8)
