@@ -1,4 +1,4 @@
-"""Throughput of the procedural scene renderer (tasks/scenes.py).
+"""Throughput of the procedural scene renderer (the tasks/scenes/ package).
 
     python benchmarks/render.py                      # 4000 images at 64x64, also 32 and 128
     python benchmarks/render.py --count 2000 --resolutions 64 --repeats 5

@@ -115,11 +115,10 @@ def setup(opts: Options) -> Setup:
     """Checks every input before any data is rendered or network trained (ValueError on bad input)."""
     from mtl import options
     from mtl.train import TrainConfig
-    from tasks.registry import resolve_tasks
 
     method = get_method(opts.method)
     objective = get_objective(opts.objective)
-    tasks = resolve_tasks(opts.tasks, min_tasks=2)
+    tasks = opts.data.resolve_tasks(opts.tasks, min_tasks=2)
     names = tuple(t.name for t in tasks)
     budgets = [float(b) for b in opts.budgets]
     if not budgets:

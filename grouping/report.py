@@ -113,11 +113,13 @@ def git_commit(root: str | os.PathLike | None = None) -> str | None:
     return commit.stdout.strip() + ("-dirty" if status.returncode == 0 and status.stdout.strip() else "")
 
 
-def metric_names(names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """task -> {"metric": its headline metric (tasks.registry), "higher_is_better"}."""
+def metric_names(names: Sequence[str], data=None) -> dict[str, dict[str, Any]]:
+    """task -> {"metric": its headline metric, "higher_is_better"}, from the tasks of `data`
+    (a `grouping.runner.DataSpec`; default the Taskonomy vocabulary of tasks.registry)."""
     from tasks.registry import resolve_tasks
 
-    return {t.name: {"metric": t.metric, "higher_is_better": t.higher_is_better} for t in resolve_tasks(list(names))}
+    tasks = data.resolve_tasks(list(names)) if data is not None else resolve_tasks(list(names))
+    return {t.name: {"metric": t.metric, "higher_is_better": t.higher_is_better} for t in tasks}
 
 
 def _measured_metrics(est: Estimate, verification: Mapping | None, steps: int) -> dict[str, dict[str, dict]]:
@@ -208,7 +210,7 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
         "totals": objective.quantity,
         "reference": reference,
         "budgets": chosen["budgets"],
-        "metrics": metric_names(names),
+        "metrics": metric_names(names, opts.data),
         "predicts_losses": method.predicts_losses,
         "predicted": method.describe(opts.steps, settings),
         "selections": selections,

@@ -97,7 +97,9 @@ class Trained:
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-    """The data: 'scenes' (with resolution, seed, counts) or a Taskonomy-layout folder."""
+    """The data: 'scenes' (with resolution, seed, counts), or a folder: 'nyuv2:DIR',
+    'cityscapes:DIR', 'celeba:DIR', 'taskonomy:DIR' or a plain DIR whose layout is
+    recognised (`tasks.sources`). In-memory arrays: `tasks.custom.ArrayData`."""
 
     source: str = "scenes"
     resolution: int = 64
@@ -108,6 +110,19 @@ class DataSpec:
     @property
     def is_scenes(self) -> bool:
         return self.source == "scenes"
+
+    @property
+    def kind(self) -> str:
+        """'scenes', 'taskonomy', 'nyuv2', 'cityscapes' or 'celeba'."""
+        from tasks.sources import parse_source
+
+        return parse_source(self.source).kind
+
+    def resolve_tasks(self, names, *, min_tasks: int = 1) -> tuple:
+        """The Task objects called `names` among this source's tasks (`tasks.sources.catalogue`)."""
+        from tasks.sources import resolve
+
+        return resolve(self.kind, names, min_tasks=min_tasks)
 
     def builder(self):
         from tasks.datasets import get_builder
@@ -123,9 +138,7 @@ class DataSpec:
         from tasks.registry import modalities_for
 
         if not self.is_scenes:
-            path = Path(self.source).expanduser()
-            if not path.is_dir():
-                raise ValueError(f"data directory {path} does not exist (use --data scenes or a Taskonomy-layout folder)")
+            self.kind  # noqa: B018 - a missing directory or an unknown kind: the message says what is accepted
             if self.counts is not None:
                 raise ValueError("--counts applies to the embedded scenes only; a data directory has the images it has")
         builder = self.builder()
@@ -135,7 +148,7 @@ class DataSpec:
             if missing:
                 names = ", ".join(t.name for t in tasks)
                 raise ValueError(
-                    f"data directory {self.source} has no {', '.join(missing)} labels, needed by the tasks {names}; "
+                    f"data source {self.source} has no {', '.join(missing)} labels, needed by the tasks {names}; "
                     f"it has: {', '.join(have) or 'no modality folder'}"
                 )
         return self.settings(builder)
@@ -147,7 +160,7 @@ class DataSpec:
 
         builder = builder or self.builder()
         out: dict[str, Any] = {
-            "source": "scenes" if self.is_scenes else str(Path(self.source).expanduser().resolve()),
+            "source": "scenes" if self.is_scenes else _folder_source(self.source),
             "resolution": self.resolution,
             "dataset": f"{builder.name}/{builder.builder_config.name}/{builder.version}",
         }
@@ -161,6 +174,15 @@ class DataSpec:
         return load_for_tasks(self.source, tasks, resolution=self.resolution, seed=self.seed,
                               counts=self.counts if self.is_scenes else None, data_dir=self.data_dir,
                               progress=progress)
+
+
+def _folder_source(source: str) -> str:
+    """A folder source as the store keys name it: the resolved path, prefixed by its kind unless Taskonomy."""
+    from tasks.sources import parse_source
+
+    parsed = parse_source(source)
+    root = str(Path(parsed.root).resolve())
+    return root if parsed.kind == "taskonomy" else f"{parsed.kind}:{root}"
 
 
 def train_settings(cfg) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Standley et al. (2020) budget inference time in units of one full-size
 network, counting the shared encoder and not the task decoders. `network_flops`
-measures both, so a user can see how far `size=0.5` really is from half the
+measures both (an image-level task's pooled linear head counts as its decoder), so a user can see how far `size=0.5` really is from half the
 work, and budgets can use measured costs instead of the nominal 1 and 0.5.
 """
 

@@ -115,8 +115,20 @@ class Decoder(nnx.Module):
         return depth_to_space(self.head(z)).astype(jnp.float32)
 
 
+class ImageHead(nnx.Module):
+    """An image-level task's head: global average pool of the encoder's
+    features, then one linear layer -> (B, out_channels) logits."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, dtype, rngs: nnx.Rngs):
+        self.linear = nnx.Linear(in_channels, out_channels, dtype=dtype, rngs=rngs)
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        return self.linear(z.mean(axis=(1, 2))).astype(jnp.float32)
+
+
 class MultiTaskNet(nnx.Module):
-    """Shared encoder + one decoder per task; returns {task name: prediction}.
+    """Shared encoder + one decoder per task (an `ImageHead` for an image-level
+    task); returns {task name: prediction}.
 
     Args:
       tasks: the tasks this network learns (any non-empty subset).
@@ -132,7 +144,8 @@ class MultiTaskNet(nnx.Module):
         self.size = size
         self.encoder = Encoder(size, dtype=dtype, rngs=rngs)
         self.decoders = nnx.Dict(
-            {t.name: Decoder(self.encoder.out_channels, t.channels, dtype=dtype, rngs=rngs) for t in tasks}
+            {t.name: (ImageHead if t.kind == "image" else Decoder)(self.encoder.out_channels, t.channels, dtype=dtype,
+                                                                     rngs=rngs) for t in tasks}
         )
 
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:

@@ -3,8 +3,8 @@
 
     python scripts/find_groups.py --tasks seg,depth,normals,edges --budget 2
 
-Trains what the --method needs on the embedded scenes (or a Taskonomy-layout
---data directory), chooses the best networks for every budget (one value, a
+Trains what the --method needs on the embedded scenes (or --data nyuv2:DIR,
+cityscapes:DIR, celeba:DIR, or a Taskonomy-layout directory), chooses the best networks for every budget (one value, a
 list 1,2,3 or a range 1:5:0.5; one solve gives the whole curve), prints them
 beside the baselines and writes report.json, report.md, affinity.png and
 curve.png to --out. Every finished network is kept in --out/store.sqlite:
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", default=DEFAULT_OBJECTIVE,
                    help=f"{' | '.join(OBJECTIVES)}: relative = mean over tasks of the "
                         "loss over the task's single-task loss; loss = the sum of losses (Standley et al.)")
-    p.add_argument("--data", default="scenes", help="'scenes' (embedded) or a Taskonomy-layout directory")
+    p.add_argument("--data", default="scenes", help="'scenes' (embedded), nyuv2:DIR, cityscapes:DIR, celeba:DIR, "
+                   "taskonomy:DIR, or a DIR in one of those layouts (README \"Your own data\")")
     p.add_argument("--resolution", type=int, default=64, help="image side in pixels: a multiple of 8, 32 to 256")
     p.add_argument("--counts", default=None, help="train,validation,test scenes (default 4000,500,500; scenes only)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the rendered scenes")

@@ -136,9 +136,15 @@ def record_settings(args, names) -> dict:
 
 def differences(recorded: dict, wanted: dict) -> list[str]:
     """What the command would train differently from a record: training, data (renderer included), esa, every."""
+    from tasks.datasets import same_rendering
+
     out = []
     for key in ("train", "data"):
-        a, b = recorded.get(key, {}), wanted[key]
+        a, b = dict(recorded.get(key, {})), wanted[key]
+        old, new = a.get("renderer"), b.get("renderer")
+        if key == "data" and old != new and same_rendering(old):  # a refactored renderer, the same scenes
+            a["renderer"] = new
+            a["dataset"] = str(a.get("dataset", "")).replace(f"_{old}/", f"_{new}/")
         out += [f"{key}.{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     out += [f"{k} {recorded.get(k)!r} -> {wanted[k]!r}" for k in ("esa_fraction", "every")
             if recorded.get(k) != wanted[k]]
@@ -296,11 +302,11 @@ def constant_test_losses(gt: dict) -> dict | None:
     checkout renders the record's scenes, else the record's own "constant_test_losses" (kept there by
     `main` when it computed them), else None (another renderer's scenes cannot be re-rendered)."""
     from grouping.setting_checks import constant_losses
-    from tasks.datasets import load_split, renderer_fingerprint
+    from tasks.datasets import load_split, same_rendering
     from tasks.registry import modalities_for, resolve_tasks
 
     data = gt["settings"]["data"]
-    if data.get("source") != "scenes" or data.get("renderer") != renderer_fingerprint():
+    if data.get("source") != "scenes" or not same_rendering(data.get("renderer")):
         return gt.get("constant_test_losses")
     tasks = resolve_tasks(gt["tasks"])
     split = load_split("scenes", "test", resolution=data["resolution"], seed=data["seed"], counts=data["counts"],

@@ -4,7 +4,8 @@
     python scripts/train.py --tasks seg,depth,normals,edges --steps 1500
 
 Uses the embedded scenes by default (rendered once, then cached), or a
-directory in the Taskonomy layout with --data. The run directory (printed
+folder with --data: nyuv2:DIR, cityscapes:DIR, celeba:DIR, taskonomy:DIR, or
+a DIR whose layout is recognised (README "Your own data"). The run directory (printed
 first) is a function of the settings: runs/train-<tasks>-<hash of the data
 and training settings and the package source>, unless --out names one. It
 holds the orbax checkpoints (every --checkpoint-every steps): rerun the same
@@ -30,7 +31,8 @@ from mtl import cli, options  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=options.HelpFormatter)
     p.add_argument("--tasks", default="seg,depth,normals,edges", help="task names or aliases, comma-separated")
-    p.add_argument("--data", default="scenes", help="'scenes' (embedded) or a Taskonomy-layout directory")
+    p.add_argument("--data", default="scenes", help="'scenes' (embedded), nyuv2:DIR, cityscapes:DIR, celeba:DIR, "
+                   "taskonomy:DIR, or a DIR in one of those layouts")
     p.add_argument("--resolution", type=int, default=64, help="image side in pixels: a multiple of 8, 32 to 256")
     p.add_argument("--counts", default="4000,500,500", help="train,validation,test images of the scenes")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the rendered scenes")
@@ -56,7 +58,9 @@ def run_settings(tasks, args, cfg, counts) -> dict:
     from grouping.runner import train_settings
     from grouping.store import code_version
 
-    source = "scenes" if args.data == "scenes" else str(Path(args.data).expanduser().resolve())
+    from grouping.runner import _folder_source
+
+    source = "scenes" if args.data == "scenes" else _folder_source(args.data)
     return {"tasks": [t.name for t in tasks],
             "data": {"source": source, "resolution": args.resolution,
                      **({"seed": args.data_seed, "counts": list(counts)} if counts else {})},
@@ -73,16 +77,15 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from mtl.train import TrainConfig, train_and_evaluate
     from tasks.datasets import load_for_tasks
-    from tasks.registry import resolve_tasks
+    from tasks.sources import parse_source, resolve
 
     # Every number first: nothing is rendered or trained with a bad one.
-    tasks = resolve_tasks(args.tasks)
+    kind = parse_source(args.data).kind  # a missing folder or an unknown kind: one error line now
+    tasks = resolve(kind, args.tasks)
     options.check_training(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed_value=args.seed,
                            data_seed=args.data_seed, resolution=args.resolution, size_value=args.size,
                            checkpoint_every=args.checkpoint_every)
-    counts = cli.parse_counts(args.counts) if args.data == "scenes" else None
-    if counts is None and not Path(args.data).expanduser().is_dir():
-        raise ValueError(f"data directory {args.data} does not exist (use --data scenes or a Taskonomy-layout folder)")
+    counts = cli.parse_counts(args.counts) if kind == "scenes" else None
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer,
                       learning_rate=args.lr, size=args.size, seed=args.seed,
                       dtype="bfloat16" if args.bf16 else "float32", checkpoint_every=args.checkpoint_every)

@@ -69,8 +69,36 @@ MODALITIES: dict[str, tuple[str, int]] = {
     "principal_curvature": ("uint8", 2),
 }
 
+# The labels of the NYUv2, Cityscapes and CelebA readers (`tasks.mtan`,
+# `tasks.celeba`): modality -> (numpy dtype name, shape of one image's label,
+# "R" standing for the resolution). Class ids are stored plus one, 0 = void;
+# depth 0 and an all-zero normal mark pixels without a measurement.
+LAYOUT_MODALITIES: dict[str, tuple[str, tuple]] = {
+    "semantic": ("uint8", ("R", "R")),
+    "semantic19": ("uint8", ("R", "R")),
+    "depth": ("float32", ("R", "R")),
+    "surface_normal": ("float32", ("R", "R", 3)),
+    "attributes": ("uint8", (40,)),
+}
+
+
+def stored_spec(modality: str, resolution: int) -> tuple[str, tuple[int, ...]]:
+    """(dtype name, shape of one image's array) of a stored modality at `resolution`."""
+    if modality in MODALITIES:
+        dtype, channels = MODALITIES[modality]
+        return dtype, (resolution, resolution) + ((channels,) if channels else ())
+    if modality in LAYOUT_MODALITIES:
+        dtype, shape = LAYOUT_MODALITIES[modality]
+        return dtype, tuple(resolution if d == "R" else d for d in shape)
+    raise ValueError(f"unknown modality {modality!r}; valid modalities: {', '.join([*MODALITIES, *LAYOUT_MODALITIES])}")
+
+
 DEPTH_INVALID = 65535
 DEPTH_UNITS_PER_METRE = 512.0
+
+
+#: What a task predicts: a map per pixel, or one vector per image.
+KINDS = ("dense", "image")
 
 
 class UnknownTaskError(ValueError):
@@ -204,6 +232,40 @@ def _normal_finalize(s: Mapping[str, float]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------
+# Image-level tasks: logits (B,C) from the pooled head, one label per image.
+
+
+def binary_cross_entropy_loss(logits: Array, target: Array, mask: Array | None) -> Array:
+    """Mean sigmoid cross-entropy of (B,1) logits against (B,) targets in {0, 1}:
+    softplus(z) - y z, computed stably."""
+    z = logits.astype(jnp.float32).reshape(target.shape)
+    y = target.astype(jnp.float32)
+    return (jax.nn.softplus(z) - y * z).mean()
+
+
+def softmax_cross_entropy_loss(logits: Array, labels: Array, mask: Array | None) -> Array:
+    """Mean softmax cross-entropy of (B,K) logits against (B,) class ids 0..K-1."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp, labels.astype(jnp.int32)[:, None], axis=-1).mean()
+
+
+def _binary_stats(logits: Array, target: Array, mask: Array | None) -> dict[str, Array]:
+    pred = logits.reshape(target.shape) > 0
+    correct = (pred == (target > 0.5)).astype(jnp.float32)
+    return {"correct": correct.sum(), "count": jnp.asarray(correct.size, jnp.float32)}
+
+
+def _class_stats(logits: Array, labels: Array, mask: Array | None) -> dict[str, Array]:
+    correct = (logits.argmax(-1) == labels.astype(jnp.int32)).astype(jnp.float32)
+    return {"correct": correct.sum(), "count": jnp.asarray(correct.size, jnp.float32)}
+
+
+def _accuracy_finalize(s: Mapping[str, float]) -> dict[str, float]:
+    acc = float(s["correct"]) / max(float(s["count"]), 1.0)
+    return {"accuracy": acc, "error_rate": 1.0 - acc}
+
+
+# ---------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +283,9 @@ class Task:
       masked: whether the loss counts only valid-geometry pixels.
       stats / finalize: metric accumulation (see above).
       metric: the headline metric name, and whether higher is better.
+      kind: 'dense' (a decoder predicts (B,R,R,channels)) or 'image' (a
+        pooled linear head predicts (B,channels): one logit for a binary
+        attribute, or one per class).
     """
 
     name: str
@@ -235,6 +300,13 @@ class Task:
     metric: str
     higher_is_better: bool
     description: str
+    kind: str = "dense"
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"task {self.name!r}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1:
+            raise ValueError(f"task {self.name!r}: channels must be a positive integer, got {self.channels!r}")
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -328,47 +400,101 @@ TASKS: dict[str, Task] = {
     )
 }
 
-_BY_ALIAS: dict[str, str] = {}
-for _t in TASKS.values():
-    for _key in (_t.name, *_t.aliases):
-        _BY_ALIAS[_key.lower()] = _t.name
+class TaskSet:
+    """The tasks one kind of data offers, found by canonical name or alias (any case).
+
+    `tasks.registry.DEFAULT` holds the Taskonomy vocabulary (the embedded
+    scenes and Taskonomy folders) and every task `register_task` adds; the
+    NYUv2, Cityscapes and CelebA readers (`tasks.sources`) have their own.
+    """
+
+    def __init__(self, tasks: Sequence[Task] = (), what: str = "tasks"):
+        self.what = what
+        self.tasks: dict[str, Task] = {}
+        self._by_alias: dict[str, str] = {}
+        for t in tasks:
+            self.add(t)
+
+    def add(self, task: Task, *, replace: bool = False) -> Task:
+        """Adds `task`; ValueError if its name or an alias already names another task (unless `replace`)."""
+        keys = [k.strip().lower() for k in (task.name, *task.aliases)]
+        clash = [k for k in keys if k in self._by_alias and self._by_alias[k] != task.name]
+        if clash:
+            raise ValueError(f"task {task.name!r}: the name {clash[0]!r} already names the task "
+                             f"{self._by_alias[clash[0]]!r}; choose another name or alias")
+        if task.name in self.tasks and not replace:
+            raise ValueError(f"task {task.name!r} is already registered; pass replace=True to redefine it")
+        if task.name in self.tasks:
+            old = self.tasks[task.name]
+            for k in (old.name, *old.aliases):
+                self._by_alias.pop(k.strip().lower(), None)
+        self.tasks[task.name] = task
+        for k in keys:
+            self._by_alias[k] = task.name
+        return task
+
+    def __contains__(self, name: str) -> bool:
+        return name.strip().lower() in self._by_alias
+
+    def valid_names(self) -> str:
+        """'seg (s, segment_semantic, ...), depth (d, ...)': for error messages."""
+        return ", ".join(f"{t.name} ({', '.join(t.aliases)})" if t.aliases else t.name for t in self.tasks.values())
+
+    def get(self, name: str) -> Task:
+        """The task called `name` (a canonical name or an alias, any case)."""
+        key = str(name).strip().lower()
+        if key not in self._by_alias:
+            raise UnknownTaskError(f"unknown task {name!r}; valid {self.what} (aliases in brackets): {self.valid_names()}")
+        return self.tasks[self._by_alias[key]]
+
+    def resolve(self, names: str | Sequence[str], *, min_tasks: int = 1) -> tuple[Task, ...]:
+        """Tasks from 'seg,depth' or ['s', 'd'], in the order given.
+
+        Raises UnknownTaskError for an unknown name, ValueError for a repeated
+        task (also through two aliases) or fewer than `min_tasks` tasks.
+        """
+        if isinstance(names, str):
+            names = [n for n in names.split(",") if n.strip()]
+        tasks = tuple(self.get(n) for n in names)
+        seen: dict[str, str] = {}
+        for given, task in zip(names, tasks):
+            if task.name in seen:
+                raise ValueError(f"task {task.name!r} is given twice ({seen[task.name]!r} and {given!r})")
+            seen[task.name] = given
+        if len(tasks) < min_tasks:
+            raise ValueError(f"need at least {min_tasks} task(s), got {len(tasks)}: {', '.join(names) or '(none)'}")
+        return tasks
+
+
+#: The Taskonomy vocabulary, and the tasks a user registers (`register_task`).
+DEFAULT = TaskSet(TASKS.values(), "tasks")
 
 
 def valid_names() -> str:
     """'seg (s, segment_semantic, ...), depth (d, ...)': for error messages."""
-    return ", ".join(f"{t.name} ({', '.join(t.aliases)})" for t in TASKS.values())
+    return DEFAULT.valid_names()
 
 
 def get_task(name: str) -> Task:
     """The task called `name` (a canonical name or an alias, any case)."""
-    key = name.strip().lower()
-    if key not in _BY_ALIAS:
-        raise UnknownTaskError(f"unknown task {name!r}; valid tasks (aliases in brackets): {valid_names()}")
-    return TASKS[_BY_ALIAS[key]]
+    return DEFAULT.get(name)
 
 
-def resolve_tasks(names: str | Sequence[str], *, min_tasks: int = 1) -> tuple[Task, ...]:
-    """Tasks from 'seg,depth' or ['s', 'd']: canonical order kept as given.
+def resolve_tasks(names: str | Sequence[str], *, min_tasks: int = 1, catalogue: TaskSet | None = None
+                  ) -> tuple[Task, ...]:
+    """Tasks from 'seg,depth' or ['s', 'd'] (of `catalogue`, default `DEFAULT`), in the order given.
 
     Raises UnknownTaskError for an unknown name, ValueError for a repeated
     task (also through two aliases) or fewer than `min_tasks` tasks.
     """
-    if isinstance(names, str):
-        names = [n for n in names.split(",") if n.strip()]
-    tasks = tuple(get_task(n) for n in names)
-    seen: dict[str, str] = {}
-    for given, task in zip(names, tasks):
-        if task.name in seen:
-            raise ValueError(f"task {task.name!r} is given twice ({seen[task.name]!r} and {given!r})")
-        seen[task.name] = given
-    if len(tasks) < min_tasks:
-        raise ValueError(f"need at least {min_tasks} task(s), got {len(tasks)}: {', '.join(names) or '(none)'}")
-    return tasks
+    return (catalogue or DEFAULT).resolve(names, min_tasks=min_tasks)
 
 
 def modalities_for(tasks: Sequence[Task]) -> tuple[str, ...]:
-    """Stored modalities needed to train `tasks` (the input image included)."""
-    needed = {"rgb"}
+    """Stored modalities needed to train `tasks` (the input image 'rgb' included):
+    those of MODALITIES in its order, then any other label key in task order."""
+    needed = ["rgb"]
     for t in tasks:
-        needed.update(t.modalities)
-    return tuple(m for m in MODALITIES if m in needed)
+        needed += [m for m in t.modalities if m not in needed]
+    known = [m for m in MODALITIES if m in needed]
+    return tuple(known + [m for m in needed if m not in MODALITIES])

@@ -96,7 +96,7 @@ def test_code_version_hashes_the_package_source(tmp_path):
             f.write("\n# an edit\n")
     assert code_version(copy) == code_version(root)
     before = code_version(copy)
-    for name in ("mtl/train.py", "tasks/scenes.py", "grouping/affinity.py", "grouping/lookahead.py",
+    for name in ("mtl/train.py", "tasks/scenes/render.py", "grouping/affinity.py", "grouping/lookahead.py",
                  "grouping/runner.py"):
         with open(copy / name, "a") as f:
             f.write("\n# an edit\n")
