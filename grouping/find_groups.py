@@ -55,7 +55,7 @@ from grouping.runner import AFFINITY_EVERY, FULL_SIZE, DataSpec, NetSpec, Runner
 from grouping.store import STORE_NAME, ResultsStore
 
 #: The method find_groups runs when none is given (the lead measures and may change it).
-DEFAULT_METHOD = "tag"
+DEFAULT_METHOD = "quick"
 DEFAULT_STEPS = 500
 #: --verify: random groupings trained per budget.
 VERIFY_RANDOM_SAMPLES = 2
