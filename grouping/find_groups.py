@@ -38,6 +38,7 @@ from grouping.choose import (
     score,
     task_changes,
 )
+from grouping.costs import DEFAULT_COST, CostTable, budget_text, check_cost_kind, cost_table, split_budgets
 from grouping.methods import Estimate, Method, MethodSettings, get_method
 from grouping.methods.base import ESA_FRACTION, SURROGATE_SAMPLES
 from grouping.objective import DEFAULT_OBJECTIVE, Objective, get_objective
@@ -67,6 +68,8 @@ class Options:
     budgets: Sequence[float]
     method: str = DEFAULT_METHOD
     objective: str = DEFAULT_OBJECTIVE
+    cost: str = DEFAULT_COST  # what the budgets count: nominal, flops or latency (grouping.costs)
+    latency_batch: int = 1  # --cost latency: images per timed forward batch
     data: DataSpec = dataclasses.field(default_factory=DataSpec)
     steps: int = DEFAULT_STEPS
     batch_size: int = 32
@@ -99,9 +102,10 @@ class Setup:
     objective: Objective
     tasks: tuple
     names: tuple[str, ...]
-    budgets: list[float]
+    budgets: list[float]  # every budget asked for; the feasible ones are known once the costs are
     cfg: Any
     data_settings: dict[str, Any]
+    costs: CostTable | None = None  # priced in `setup` unless latency, which needs the run's store
 
     def runner(self, opts: "Options", store: ResultsStore) -> Runner:
         return Runner(self.tasks, opts.data, self.cfg, opts.out, store, progress=opts.progress,
@@ -122,7 +126,12 @@ def setup(opts: Options) -> Setup:
     budgets = [float(b) for b in opts.budgets]
     if not budgets:
         raise ValueError("no budget given")
-    method.check_budgets(names, budgets)
+    check_cost_kind(opts.cost)
+    options.at_least("--latency-batch", opts.latency_batch, 1)
+    costs = None
+    if opts.cost != "latency":  # FLOPs need no device time: price the networks now, refuse a list with no feasible budget
+        costs = cost_table(names, opts.cost, resolution=opts.data.resolution)
+        split_budgets(budgets, costs.minimum_budget())
     options.check_training(steps=opts.steps, batch_size=opts.batch_size, lr=opts.learning_rate,
                            seed_value=opts.seed, data_seed=opts.data.seed, resolution=opts.data.resolution,
                            checkpoint_every=opts.checkpoint_every)
@@ -141,7 +150,7 @@ def setup(opts: Options) -> Setup:
 
         ensemble_devices(opts.devices)  # more devices than exist: a clear error now, not after the data
     cfg = TrainConfig(steps=opts.steps, batch_size=opts.batch_size, learning_rate=opts.learning_rate, seed=opts.seed)
-    return Setup(method, objective, tasks, names, budgets, cfg, opts.data.check(tasks))
+    return Setup(method, objective, tasks, names, budgets, cfg, opts.data.check(tasks), costs)
 
 
 def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -152,9 +161,16 @@ def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str,
     out = Path(opts.out)
     check_out(out, run_settings(opts, method, s.objective, names, s.cfg, s.data_settings), opts.overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    echo(f"run directory {out} (rerun with --out {out} to resume); method {method.name}; objective {s.objective.name}; "
-         f"tasks {', '.join(names)}; budgets {', '.join(f'{b:g}' for b in budgets)}")
     with ResultsStore(out / STORE_NAME) as store:
+        costs = s.costs or cost_table(names, opts.cost, resolution=opts.data.resolution,
+                                      latency_batch=opts.latency_batch, store=store, progress=opts.progress)
+        feasible, infeasible = split_budgets(budgets, costs.minimum_budget())
+        echo(f"run directory {out} (rerun with --out {out} to resume); method {method.name}; objective "
+             f"{s.objective.name}; tasks {', '.join(names)}; budgets {', '.join(f'{b:g}' for b in budgets)} in "
+             f"{costs.unit_text()}")
+        for b in infeasible:
+            echo(f"budget {budget_text(b, opts.cost)} is infeasible: the cheapest networks covering every task cost "
+                 f"{costs.minimum_budget():.4g}; answering the others")
         runner = s.runner(opts, store)
         keys = method.store_keys(runner, settings)
         stored = sum(store.get(key) is not None for key in keys)
@@ -163,8 +179,8 @@ def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str,
              f"{stored} of {len(keys)} already in the store")
         est = method.estimate(runner, settings)
         t0 = time.perf_counter()
-        choices = choose(est, budgets, s.objective)
-        bases = [baselines(names, b) for b in budgets]
+        choices = choose(est, feasible, s.objective, costs)
+        bases = [baselines(names, b, costs) for b in feasible]
         solve_seconds = time.perf_counter() - t0
         verification = None
         verify_seconds = 0.0
@@ -175,7 +191,8 @@ def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str,
         others = store.count_other(runner.keys)
     if others:
         echo(f"note: the store holds {others} finished job(s) from other settings or code versions; not used")
-    report = build_report(opts, method, s.objective, est, choices, bases, verification, s.cfg, s.data_settings)
+    report = build_report(opts, method, s.objective, est, choices, bases, verification, s.cfg, s.data_settings,
+                          costs, infeasible)
     t0 = time.perf_counter()
     trained_here = [e for e in runner.log if not e["reused"]]
     report["run"] = {

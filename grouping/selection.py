@@ -88,6 +88,7 @@ Higher-order approximation: from singles and pairs only, a network ``S`` of
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -113,6 +114,7 @@ __all__ = [
     "network_label",
     "score",
     "score_tag",
+    "select_groups",
     "select_groups_tag",
     "select_networks",
     "standley_candidates",
@@ -424,16 +426,33 @@ def select_groups_tag(
     Networks (``losses`` = scores) and ``total`` = mean score over tasks.
     """
     groups = tag_candidates(affinity, tasks=tasks, singleton_score=singleton_score)
-    inst = _Instance.build(groups, None, sense=-1.0)
     k_list = [ks] if isinstance(ks, (int, np.integer)) else list(ks)
     for k in k_list:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise SelectionError(f"number of groups must be a positive integer, got {k!r}")
+    return [dataclasses.replace(sel, budget=k)
+            for k, sel in zip(k_list, select_groups(groups, [float(k) for k in k_list], time_limit=time_limit,
+                                                    solver=solver))]
+
+
+def select_groups(
+    candidates: Iterable[Network],
+    budgets: float | Iterable[float],
+    *,
+    tasks: Sequence[str] | None = None,
+    time_limit: float | None = None,
+    solver: str = "auto",
+) -> list[Selection]:
+    """TAG's problem with any costs: candidates whose ``losses`` are scores (higher = better); per budget,
+    the networks of total cost <= budget covering every task that maximise the mean over tasks of each
+    task's best score (``total``). Ties: as `select_networks` (lowest cost first)."""
+    inst = _Instance.build(list(candidates), tasks, sense=-1.0)
+    budget_list = _budget_list(budgets)
     results = []
-    for k, (chosen, optimal, gap) in zip(k_list, _solve(inst, [float(k) for k in k_list], time_limit, solver)):
+    for budget, (chosen, optimal, gap) in zip(budget_list, _solve(inst, budget_list, time_limit, solver)):
         networks, assignment = _finish(inst, chosen)
         total = math.fsum(_best_per_task(networks, inst.tasks, max)) / len(inst.tasks)
-        results.append(Selection(k, networks, total, optimal, gap, assignment))
+        results.append(Selection(budget, networks, total, optimal, gap, assignment))
     return results
 
 
