@@ -124,7 +124,7 @@ def choose(est: Estimate, budgets: Sequence[float], objective: str | Objective =
            costs: CostTable | None = None) -> list[Choice]:
     """The method's networks for every budget (one solve for the whole curve), at `costs` (None: nominal).
 
-    Every budget must be feasible (`grouping.costs.split_budgets` sorts a list first)."""
+    Every budget must be feasible (`grouping.selection.split_budgets` sorts a list first)."""
     budgets = list(budgets)
     if est.candidates is not None:
         obj = get_objective(objective)

@@ -48,7 +48,7 @@ from functools import lru_cache
 from typing import Any
 
 from grouping.runner import FULL_COST, FULL_SIZE, HALF_COST, NetSpec, candidate_specs
-from grouping.selection import InfeasibleBudgetError, Network, minimum_budget
+from grouping.selection import Network, minimum_budget
 from grouping.store import SCHEMA_VERSION, code_version
 
 __all__ = [
@@ -62,7 +62,6 @@ __all__ = [
     "cost_table",
     "flops",
     "measure_latency",
-    "split_budgets",
 ]
 
 COST_KINDS = ("nominal", "flops", "latency")
@@ -273,13 +272,3 @@ def cost_table(names: Sequence[str], kind: str = DEFAULT_COST, *, resolution: in
                 raise ValueError(f"network {spec.label!r} has {what} cost {value!r}; costs must be finite and > 0")
         raw[spec.label] = entry
     return CostTable(kind, names, specs, raw, int(resolution), latency_batch if kind == "latency" else None)
-
-
-def split_budgets(budgets: Sequence[float], minimum: float) -> tuple[list[float], list[float]]:
-    """(feasible budgets, infeasible ones: below `minimum`); InfeasibleBudgetError when none is feasible."""
-    slack = 1e-9 * max(1.0, abs(minimum))
-    feasible = [b for b in budgets if b >= minimum - slack]
-    infeasible = [b for b in budgets if not b >= minimum - slack]
-    if budgets and not feasible:
-        raise InfeasibleBudgetError(max(budgets), minimum)
-    return feasible, infeasible

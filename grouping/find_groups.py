@@ -38,8 +38,9 @@ from grouping.choose import (
     score,
     task_changes,
 )
-from grouping.costs import DEFAULT_COST, CostTable, budget_text, check_cost_kind, cost_table, split_budgets
+from grouping.costs import DEFAULT_COST, CostTable, budget_text, check_cost_kind, cost_table
 from grouping.methods import Estimate, Method, MethodSettings, get_method
+from grouping.selection import split_budgets
 from grouping.methods.base import ESA_FRACTION, SURROGATE_SAMPLES
 from grouping.objective import DEFAULT_OBJECTIVE, Objective, get_objective
 from grouping.report import (

@@ -47,11 +47,11 @@ from typing import Any
 
 import numpy as np
 
-from grouping.costs import CostTable, split_budgets
+from grouping.costs import CostTable
 from grouping.choose import Choice, baseline_totals, baselines, choose, per_task_losses, score, task_changes
 from grouping.methods import MethodSettings, get_method, method_names
 from grouping.objective import DEFAULT_OBJECTIVE, Objective, change_percent, get_objective
-from grouping.selection import network_label
+from grouping.selection import network_label, split_budgets
 from grouping.setting_checks import TARGETS as SETTING_TARGETS
 
 #: The five tasks, in the column order of Standley's tables (s, d, n, k, t).

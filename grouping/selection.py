@@ -117,6 +117,7 @@ __all__ = [
     "select_groups",
     "select_groups_tag",
     "select_networks",
+    "split_budgets",
     "standley_candidates",
     "subsets_by_size",
     "tag_candidates",
@@ -349,6 +350,18 @@ def score(networks: Iterable[Network], table: Iterable[Network] | None = None, *
         networks = [by_label[nw.label] for nw in networks]
     tasks = _task_universe(networks) if tasks is None else tasks
     return math.fsum(_best_per_task(networks, tasks, min))
+
+
+def split_budgets(budgets: Sequence[float], minimum: float) -> tuple[list[float], list[float]]:
+    """(the feasible budgets, the infeasible ones: below `minimum`), each in the given order.
+
+    Raises InfeasibleBudgetError (naming the minimum) when none is feasible."""
+    slack = BUDGET_RTOL * max(1.0, abs(minimum))
+    feasible = [b for b in budgets if b >= minimum - slack]
+    infeasible = [b for b in budgets if not b >= minimum - slack]
+    if budgets and not feasible:
+        raise InfeasibleBudgetError(max(budgets), minimum)
+    return feasible, infeasible
 
 
 def minimum_budget(candidates: Iterable[Network], *, tasks: Sequence[str] | None = None) -> float:
