@@ -654,6 +654,46 @@ def _subset_matrix(k: int) -> np.ndarray:
     return (r[:, None] >> np.arange(k, dtype=np.int64)) & 1
 
 
+#: Most (candidate, candidate) pairs `_prune` holds at once (with their loss rows: about 2 MiB per task).
+PRUNE_CHUNK_PAIRS = 1 << 18
+
+
+def _superset_pairs(masks: np.ndarray, bits: np.ndarray, n: int):
+    """Yields (i, j) index arrays of candidate pairs with S(i) ⊆ S(j), i != j, in chunks of bounded size.
+
+    Candidates with few tasks outside their set enumerate their supermasks (2^k each, k = tasks outside)
+    and look them up; the others, whose supermasks outnumber the candidates, are compared with every
+    candidate directly. Either way at most about `PRUNE_CHUNK_PAIRS` pairs are held at a time."""
+    N = len(masks)
+    order = np.argsort(masks, kind="stable")
+    sorted_masks = masks[order]
+    free = n - _popcount(masks)
+    for k in np.unique(free):
+        rows = np.flatnonzero(free == k)
+        if (1 << int(k)) <= N:  # enumerate the supermasks of each row: 2^k per row
+            step = max(1, PRUNE_CHUNK_PAIRS >> int(k))
+            sub = _subset_matrix(int(k)).T
+            for lo in range(0, len(rows), step):
+                chunk = rows[lo:lo + step]
+                comp = np.nonzero(~bits[chunk])[1].reshape(len(chunk), int(k))
+                supers = (masks[chunk, None] | ((np.int64(1) << comp) @ sub)).ravel()
+                first = np.searchsorted(sorted_masks, supers, "left")
+                count = np.searchsorted(sorted_masks, supers, "right") - first
+                i = np.repeat(np.repeat(chunk, 1 << int(k)), count)
+                j = order[np.repeat(first, count) + np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)]
+                keep = i != j
+                yield i[keep], j[keep]
+        else:  # compare with every candidate: N per row
+            step = max(1, PRUNE_CHUNK_PAIRS // N)
+            for lo in range(0, len(rows), step):
+                chunk = rows[lo:lo + step]
+                inside = (masks[None, :] & masks[chunk, None]) == masks[chunk, None]
+                r, j = np.nonzero(inside)
+                i = chunk[r]
+                keep = i != j
+                yield i[keep], j[keep]
+
+
 def _prune(inst: _Instance, max_budget: float) -> np.ndarray:
     """Indices of the candidates that fit the largest budget and are not dominated."""
     n = inst.n
@@ -662,21 +702,9 @@ def _prune(inst: _Instance, max_budget: float) -> np.ndarray:
         return alive
     masks, costs, values = inst.masks[alive], inst.costs[alive], inst.values[alive]
     bits = _mask_bits(masks, n)
-    # Pairs (i, j) with S(i) ⊆ S(j): the supermasks of each i, then the candidates with that mask;
-    # one group of i (same number k of tasks outside S(i)) at a time to bound memory.
-    order = np.argsort(masks, kind="stable")
-    sorted_masks = masks[order]
-    free = n - _popcount(masks)
     dominated = np.zeros(len(alive), bool)
-    for k in np.unique(free):
-        rows = np.flatnonzero(free == k)
-        comp = np.nonzero(~bits[rows])[1].reshape(len(rows), k)
-        supers = (masks[rows, None] | ((1 << comp) @ _subset_matrix(k).T)).ravel()
-        lo = np.searchsorted(sorted_masks, supers, "left")
-        count = np.searchsorted(sorted_masks, supers, "right") - lo
-        i = np.repeat(np.repeat(rows, 1 << k), count)
-        j = order[np.repeat(lo, count) + np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)]
-        keep = (i != j) & (costs[j] <= costs[i])
+    for i, j in _superset_pairs(masks, bits, n):
+        keep = costs[j] <= costs[i]
         i, j = i[keep], j[keep]
         on_i = bits[i]
         vi, vj = values[i], values[j]
