@@ -5,7 +5,8 @@
 
 Trains what the --method needs on the embedded scenes (or a Taskonomy-layout
 --data directory), chooses the best networks for every budget (one value, a
-list 1,2,3 or a range 1:5:0.5; one solve gives the whole curve), prints them
+list 1,2,3 or a range 1:5:0.5; one solve gives the whole curve; in multiples
+of one full-size single-task network in the --cost, FLOPs by default), prints them
 beside the baselines and writes report.json, report.md, affinity.png and
 curve.png to --out. Every finished network is kept in --out/store.sqlite:
 rerun the same command with the same --out after an interruption and it
