@@ -38,7 +38,7 @@ from grouping.choose import (
     score,
     task_changes,
 )
-from grouping.costs import DEFAULT_COST, CostTable, budget_text, check_cost_kind, cost_table
+from grouping.costs import DEFAULT_COST, CostTable, budget_text, check_cost_kind, cost_table, latency_settings
 from grouping.methods import Estimate, Method, MethodSettings, get_method
 from grouping.selection import split_budgets
 from grouping.methods.base import ESA_FRACTION, SURROGATE_SAMPLES
@@ -54,7 +54,7 @@ from grouping.report import (
     write_outputs,
 )
 from grouping.runner import AFFINITY_EVERY, FULL_SIZE, DataSpec, NetSpec, Runner
-from grouping.store import STORE_NAME, ResultsStore
+from grouping.store import STORE_NAME, ResultsStore, canonical_json
 
 #: The method find_groups runs when none is given (the lead measures and may change it).
 DEFAULT_METHOD = "tag"
@@ -173,6 +173,9 @@ def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str,
             echo(f"budget {budget_text(b, opts.cost)} is infeasible: the cheapest networks covering every task cost "
                  f"{costs.minimum_budget():.4g}; answering the others")
         runner = s.runner(opts, store)
+        if opts.cost == "latency":  # the store's latency rows are this run's too
+            runner.keys.update(canonical_json(latency_settings(spec, opts.data.resolution, opts.latency_batch))
+                               for spec in costs.specs)
         keys = method.store_keys(runner, settings)
         stored = sum(store.get(key) is not None for key in keys)
         cost = method.cost(names, opts.steps, settings)

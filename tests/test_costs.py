@@ -218,3 +218,25 @@ def test_report_names_the_cost_and_every_network_s_costs(tmp_path, no_training, 
     curve = report["curve"]
     assert curve["budgets"][0] == pytest.approx(minimum) and curve["budgets"][-1] == 4.0
     assert (Path(opts.out) / "curve.png").stat().st_size > 0
+
+
+def test_find_groups_under_latency_measures_once_and_reuses(tmp_path, no_training, monkeypatch):
+    names = ("seg", "depth")
+    z = np.array([[0.0, 0.2], [0.1, 0.0]])
+    monkeypatch.setattr(grouping.affinity, "train_with_affinity", lambda tasks, splits, cfg, **kw: {
+        "tag": z, "cs": z, "names": list(names), "train_seconds": 1.0})
+    monkeypatch.setattr(DataSpec, "load", lambda self, tasks, **kw: {})
+    opts = Options(tasks=",".join(names), budgets=[3.0], method="tag", cost="latency", latency_batch=2,
+                   data=DataSpec("scenes", 32, 0, (16, 8, 8)), steps=40, batch_size=8, out=tmp_path / "run",
+                   progress=False)
+    printed = []
+    report = find_groups(opts, echo=printed.append)
+    assert report["cost"]["kind"] == "latency" and report["cost"]["latency_batch"] == 2
+    latencies = {c["label"]: c["costs"]["latency"] for c in report["candidates"]}
+    assert len(latencies) == 5 and all(v > 0 for v in latencies.values())
+    unit = (latencies["seg"] + latencies["depth"]) / 2
+    assert all(c["cost"] == pytest.approx(c["costs"]["latency"] / unit) for c in report["candidates"])
+    assert not any("other settings or code versions" in line for line in printed)
+    monkeypatch.setattr(K, "measure_latency", lambda *a, **k: pytest.fail("measured again"))
+    again = find_groups(opts, echo=lambda line: None)  # the rerun reads every latency from the store
+    assert {c["label"]: c["costs"]["latency"] for c in again["candidates"]} == latencies
