@@ -246,7 +246,7 @@ def run_main(argv, capsys):
     (["--tasks", "seg,depth", "--method", "lookahead", "--every", "0"], ["--every must be at least 1"]),
     (["--tasks", "seg,depth", "--cost", "watts"], ["unknown cost kind 'watts'", "nominal, flops, latency"]),
     (["--tasks", "seg,depth", "--cost", "latency", "--latency-batch", "0"], ["--latency-batch must be at least 1"]),
-    (["--tasks", "seg,depth", "--budget", "0.5,1.1", "--resolution", "32"], ["minimum feasible budget is 1.258"]),
+    (["--tasks", "seg,depth", "--budget", "0.5,1.1", "--resolution", "32"], ["minimum feasible budget is 1.19529"]),
 ])
 def test_bad_arguments(args, fragments, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
