@@ -129,10 +129,6 @@ def setup(opts: Options) -> Setup:
         raise ValueError("no budget given")
     check_cost_kind(opts.cost)
     options.at_least("--latency-batch", opts.latency_batch, 1)
-    costs = None
-    if opts.cost != "latency":  # FLOPs need no device time: price the networks now, refuse a list with no feasible budget
-        costs = cost_table(names, opts.cost, resolution=opts.data.resolution)
-        split_budgets(budgets, costs.minimum_budget())
     options.check_training(steps=opts.steps, batch_size=opts.batch_size, lr=opts.learning_rate,
                            seed_value=opts.seed, data_seed=opts.data.seed, resolution=opts.data.resolution,
                            checkpoint_every=opts.checkpoint_every)
@@ -151,7 +147,12 @@ def setup(opts: Options) -> Setup:
 
         ensemble_devices(opts.devices)  # more devices than exist: a clear error now, not after the data
     cfg = TrainConfig(steps=opts.steps, batch_size=opts.batch_size, learning_rate=opts.learning_rate, seed=opts.seed)
-    return Setup(method, objective, tasks, names, budgets, cfg, opts.data.check(tasks), costs)
+    data_settings = opts.data.check(tasks)
+    costs = None
+    if opts.cost != "latency":  # FLOPs need no device time: price the networks now (after every cheaper check),
+        costs = cost_table(names, opts.cost, resolution=opts.data.resolution)  # and refuse a list with no feasible budget
+        split_budgets(budgets, costs.minimum_budget())
+    return Setup(method, objective, tasks, names, budgets, cfg, data_settings, costs)
 
 
 def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str, Any]:
