@@ -6,21 +6,33 @@ estimate into networks for every budget, `baselines` lists what a choice is
 compared with, and `score` values a set of networks on a table of losses
 (predicted, validation or test) under an objective (`grouping.objective`).
 
+Costs: every function takes ``costs``, a `grouping.costs.CostTable` (budgets
+in multiples of the mean full-size single-task network in its kind: FLOPs,
+latency or Standley's nominal units); None = nominal (a full-size network 1,
+a half-size one 0.5).
+
 Choosing: an estimate with a candidate table is solved exactly for the
-objective (`grouping.selection.select_networks` on `Objective.table`); one
-with an affinity matrix is grouped by TAG's rule, a budget b buying
-``groups_within(b) = floor(b)`` full-size networks (the objective does not
-enter: affinities are not losses).
+objective (`grouping.selection.select_networks` on `Objective.table`, each
+candidate at its cost). One with an affinity matrix is grouped by TAG's rule
+(`grouping.selection.select_groups`): every group of tasks is one full-size
+network at its cost, each task alone is also a candidate at every single-task
+width (half size too), scored as TAG scores a group of one; the groups of
+highest mean TAG score that fit the budget are chosen (ties: the cheapest),
+then each half-size single is made full-size while the budget left allows
+(TAG's scores cannot tell the widths apart; the full-size one is the
+network the task would have alone). The objective does not enter: affinities
+are not losses. Under nominal costs this is TAG's "at most floor(b) groups".
 
 Baselines, for every budget b:
 
-* all tasks in one full-size network (cost 1);
-* one network per task: full size if ``n <= b``, else half size if
-  ``n / 2 <= b``, else not available (None);
-* random groupings: every set partition of the tasks into at most
-  ``floor(b)`` blocks, each block one full-size network (cost 1), equally
-  likely; their exact mean (and worst) total, by enumeration (at most
-  Bell(9) = 21,147 partitions for the registry's 9 tasks).
+* all tasks in one full-size network (when it fits);
+* one network per task: all full size if they fit, else all half size if
+  they fit, else not available (None);
+* random groupings: every set partition of the tasks whose networks (each
+  block one full-size network) fit the budget, equally likely; their exact
+  mean (and worst) total, by enumeration (at most Bell(9) = 21,147
+  partitions for the registry's 9 tasks). Under nominal costs: the
+  partitions into at most floor(b) blocks.
 
 Scoring (`score`, `per_task_losses`): each task counts the loss of the
 network assigned to it when an assignment is given (find_groups --verify:
@@ -34,10 +46,18 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
-from grouping.methods import Estimate, get_method
+from grouping.costs import CostTable
+from grouping.methods import Estimate
 from grouping.objective import DEFAULT_OBJECTIVE, Losses, Objective, change_percent, get_objective
-from grouping.runner import FULL_COST, FULL_SIZE, HALF_COST, HALF_SIZE, NetSpec
-from grouping.selection import Selection, network_label, select_groups_tag, select_networks
+from grouping.runner import FULL_COST, FULL_SIZE, HALF_SIZE, NetSpec
+from grouping.selection import (
+    SINGLETON_SCORE,
+    Network,
+    network_label,
+    select_groups,
+    select_networks,
+    tag_candidates,
+)
 
 __all__ = [
     "Baselines",
@@ -46,6 +66,7 @@ __all__ = [
     "baselines",
     "choose",
     "groups_within",
+    "network_cost",
     "partitions",
     "per_task_losses",
     "score",
@@ -73,10 +94,12 @@ class Choice:
     tag_score: float | None
     optimal: bool
     gap: float
+    costs: CostTable | None = None  # None: nominal
 
     @property
     def cost(self) -> float:
-        return math.fsum(s.cost for s in self.specs)
+        """The chosen networks' cost in budget units."""
+        return math.fsum(network_cost(s, self.costs) for s in self.specs)
 
     @property
     def labels(self) -> list[str]:
@@ -84,32 +107,61 @@ class Choice:
 
 
 def groups_within(budget: float) -> int:
-    """How many full-size networks a budget buys (TAG's groups, random groupings' blocks)."""
+    """How many full-size networks a nominal budget buys (TAG's groups, random groupings' blocks)."""
     return int(math.floor(budget / FULL_COST + 1e-9))
 
 
-def choose(est: Estimate, budgets: Sequence[float], objective: str | Objective = DEFAULT_OBJECTIVE) -> list[Choice]:
-    """The method's networks for every budget (one solve for the whole curve)."""
+def network_cost(spec: NetSpec, costs: CostTable | None) -> float:
+    """A network's cost in budget units: from `costs`, or nominal (full 1, half 0.5) when None."""
+    return spec.cost if costs is None else costs.cost(spec)
+
+
+def _fits(cost: float, budget: float) -> bool:
+    return cost <= budget + 1e-9 * max(1.0, abs(budget))
+
+
+def choose(est: Estimate, budgets: Sequence[float], objective: str | Objective = DEFAULT_OBJECTIVE,
+           costs: CostTable | None = None) -> list[Choice]:
+    """The method's networks for every budget (one solve for the whole curve), at `costs` (None: nominal).
+
+    Every budget must be feasible (`grouping.selection.split_budgets` sorts a list first)."""
     budgets = list(budgets)
-    get_method(est.method).check_budgets(est.tasks, budgets)
     if est.candidates is not None:
         obj = get_objective(objective)
-        table = obj.table(est.candidates, obj.reference(est.losses(), est.tasks))
+        priced = [nw if costs is None else dataclasses.replace(nw, cost=costs.cost(nw.label)) for nw in est.candidates]
+        table = obj.table(priced, obj.reference(est.losses(), est.tasks))
         raw = {nw.label: dict(nw.losses) for nw in est.candidates}
         return [Choice(sel.budget, [est.specs[nw.label] for nw in sel.networks],
                        {nw.label: raw[nw.label] for nw in sel.networks}, None, dict(sel.assignment), sel.total, None,
-                       sel.optimal, sel.gap)
+                       sel.optimal, sel.gap, costs)
                 for sel in select_networks(table, budgets, tasks=est.tasks)]
-    ks = sorted({groups_within(b) for b in budgets})
-    tag_layout = est.affinity.T  # selection's layout: M[a][b] = affinity of b onto a
-    by_k: dict[int, Selection] = dict(zip(ks, select_groups_tag((est.tasks, tag_layout), ks)))
+    names = tuple(est.tasks)
+    groups = tag_candidates((names, est.affinity.T))  # selection's layout: M[a][b] = affinity of b onto a
+    specs = {network_label(nw.tasks): NetSpec(nw.tasks, FULL_SIZE) for nw in groups}
+    specs.update({NetSpec((t,), HALF_SIZE).label: NetSpec((t,), HALF_SIZE) for t in names})
+    table = [Network(nw.tasks, network_cost(specs[nw.label], costs), nw.losses, nw.label) for nw in groups]
+    table += [Network((t,), network_cost(specs[label], costs), {t: SINGLETON_SCORE}, label)
+              for t in names for label in [NetSpec((t,), HALF_SIZE).label]]
     out = []
-    for b in budgets:
-        sel = by_k[groups_within(b)]
-        specs = [est.specs[network_label(nw.tasks)] for nw in sel.networks]
-        out.append(Choice(b, specs, {s.label: None for s in specs},
-                          {nw.label: dict(nw.losses) for nw in sel.networks}, dict(sel.assignment), None,
-                          sel.total, sel.optimal, sel.gap))
+    for sel in select_groups(table, budgets, tasks=names):
+        chosen = _widen([specs[nw.label] for nw in sel.networks], sel.budget, costs)
+        scores = {s.label: dict(nw.losses) for s, nw in zip(chosen, sel.networks)}
+        assignment = {t: next(s.label for s, nw in zip(chosen, sel.networks) if nw.label == label)
+                      for t, label in sel.assignment.items()}
+        out.append(Choice(sel.budget, chosen, {s.label: None for s in chosen}, scores, assignment, None, sel.total,
+                          sel.optimal, sel.gap, costs))
+    return out
+
+
+def _widen(specs: Sequence[NetSpec], budget: float, costs: CostTable | None) -> list[NetSpec]:
+    """Each half-size single made full-size, in order, while the budget left allows it."""
+    out = list(specs)
+    for i, spec in enumerate(out):
+        if spec.half:
+            wider = NetSpec(spec.tasks, FULL_SIZE)
+            total = math.fsum(network_cost(s, costs) for s in out) - network_cost(spec, costs) + network_cost(wider, costs)
+            if _fits(total, budget):
+                out[i] = wider
     return out
 
 
@@ -149,24 +201,27 @@ class Baselines:
     budget: float
     all_in_one: list[NetSpec] | None
     one_per_task: list[NetSpec] | None
-    random: list[tuple[tuple[str, ...], ...]]  # the partitions, each block one full-size network
+    random: list[tuple[tuple[str, ...], ...]]  # the partitions that fit, each block one full-size network
 
     def groupings(self) -> list[list[NetSpec]]:
         return [[NetSpec(block) for block in p] for p in self.random]
 
 
-def baselines(names: Sequence[str], budget: float) -> Baselines:
-    """The baselines for one budget."""
+def baselines(names: Sequence[str], budget: float, costs: CostTable | None = None) -> Baselines:
+    """The baselines for one budget, at `costs` (None: nominal)."""
     names = tuple(names)
-    n = len(names)
-    together = [NetSpec(names, FULL_SIZE)] if budget >= FULL_COST - 1e-9 else None
-    if n * FULL_COST <= budget + 1e-9:
-        singles = [NetSpec((t,), FULL_SIZE) for t in names]
-    elif n * HALF_COST <= budget + 1e-9:
-        singles = [NetSpec((t,), HALF_SIZE) for t in names]
+
+    def fits(specs: Sequence[NetSpec]) -> bool:
+        return _fits(math.fsum(network_cost(s, costs) for s in specs), budget)
+
+    together = [NetSpec(names, FULL_SIZE)]
+    full, half = [NetSpec((t,), FULL_SIZE) for t in names], [NetSpec((t,), HALF_SIZE) for t in names]
+    singles = full if fits(full) else half if fits(half) else None
+    if costs is None:  # every block costs 1: the partitions into at most floor(b) blocks
+        random = partitions(names, groups_within(budget))
     else:
-        singles = None
-    return Baselines(budget, together, singles, partitions(names, groups_within(budget)))
+        random = [p for p in partitions(names) if fits([NetSpec(block) for block in p])]
+    return Baselines(budget, together if fits(together) else None, singles, random)
 
 
 def baseline_totals(base: Baselines, losses: Losses, names: Sequence[str], objective: Objective,

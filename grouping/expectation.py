@@ -1,12 +1,13 @@
 """What a user can expect of a find_groups answer: the whole budget curve, the gain over the baselines,
 and how far the estimate can be trusted.
 
-`budget_curve` solves every budget from 1 to n full-size networks in steps
-of `CURVE_STEP`, and the ones asked for (solving is cheap: one pass of the
-selection DP), with the baselines of `grouping.choose` at each: one
-all-task network, independent networks (full or half size as the budget
-allows) and the mean of the random groupings into at most floor(b)
-full-size networks. Every total is the objective's
+`budget_curve` solves every budget from the cheapest feasible one to n
+(in the cost table's unit, `grouping.costs`: n = the n full-size
+single-task networks) in steps of `CURVE_STEP`, and the ones asked for
+(solving is cheap: one pass of the selection DP), with the baselines of
+`grouping.choose` at each: one all-task network, independent networks (full
+or half size as the budget allows) and the mean of the random groupings
+whose networks fit the budget. Every total is the objective's
 (`grouping.objective`): under ``relative`` the expected mean over tasks of
 each task's loss relative to its independent full-size network, from the
 method's predictions. A method that predicts no losses (tag, cs) has no
@@ -34,11 +35,12 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from grouping.choose import baseline_totals, baselines, choose, groups_within, score
+from grouping.choose import baseline_totals, baselines, choose, score
+from grouping.costs import CostTable, budget_text
 from grouping.methods import Estimate, Method
 from grouping.objective import Objective
 
-#: Step of the budget curve, in full-size networks (a half-size single-task network costs 0.5).
+#: Step of the budget curve, in budget units (multiples of one full-size single-task network).
 CURVE_STEP = 0.5
 #: The ground truth's evaluation, relative to the repository root.
 EVALUATION = Path("benchmarks") / "results" / "ground_truth" / "evaluation.json"
@@ -47,35 +49,38 @@ BASELINE_KEYS = {"all_in_one": "all_in_one", "one_per_task": "one_per_task", "ra
 
 
 def curve_budgets(names: Sequence[str], asked: Sequence[float], minimum: float) -> list[float]:
-    """1, 1.5, ..., n (those at or above `minimum`) and the budgets asked for, sorted."""
+    """`minimum`, then 1, 1.5, ..., n (those above `minimum`) and the feasible budgets asked for, sorted."""
     steps = int(round((len(names) - 1) / CURVE_STEP))
-    grid = {round(1.0 + CURVE_STEP * i, 9) for i in range(steps + 1)}
-    return sorted({b for b in grid if b >= minimum - 1e-9} | {float(b) for b in asked})
+    grid = {round(1.0 + CURVE_STEP * i, 9) for i in range(steps + 1)} | {round(minimum, 9)}
+    return sorted({b for b in grid if b >= minimum - 1e-9} | {float(b) for b in asked if b >= minimum - 1e-9})
 
 
-def budget_curve(method: Method, objective: Objective, est: Estimate, asked: Sequence[float]) -> dict[str, Any]:
+def budget_curve(method: Method, objective: Objective, est: Estimate, asked: Sequence[float],
+                 costs: CostTable | None = None) -> dict[str, Any]:
     """{"budgets", "asked" (bools), "method" (expected totals), "tag_score", "networks" (labels),
-    "all_in_one", "one_per_task", "random_mean"}: one entry per budget of `curve_budgets`."""
+    "all_in_one", "one_per_task", "random_mean"}: one entry per budget of `curve_budgets`, at `costs`
+    (None: nominal)."""
     names = est.tasks
-    budgets = curve_budgets(names, asked, method.minimum_budget(names))
+    minimum = method.minimum_budget(names) if costs is None else costs.minimum_budget()
+    budgets = curve_budgets(names, asked, minimum)
     losses = est.losses()
     reference = objective.reference(losses, names, required=False)
     asked_set = {float(b) for b in asked}
     out: dict[str, Any] = {"budgets": budgets, "asked": [b in asked_set for b in budgets], "method": [],
                            "tag_score": [], "networks": [], **{k: [] for k in BASELINE_KEYS}}
-    random_by_blocks: dict[int, float | None] = {}  # the random mean depends on floor(b) only
-    for ch in choose(est, budgets, objective):
-        base = baselines(names, ch.budget)
-        k = groups_within(ch.budget)
-        if k not in random_by_blocks:
-            random_by_blocks[k] = baseline_totals(base, losses, names, objective, reference)["random_mean"]
+    random_by_set: dict[tuple, float | None] = {}  # the random mean depends on which partitions fit only
+    for ch in choose(est, budgets, objective, costs):
+        base = baselines(names, ch.budget, costs)
+        k = tuple(base.random)
+        if k not in random_by_set:
+            random_by_set[k] = baseline_totals(base, losses, names, objective, reference)["random_mean"]
         out["method"].append(ch.predicted_total)
         out["tag_score"].append(ch.tag_score)
         out["networks"].append(ch.labels)
         for key in ("all_in_one", "one_per_task"):
             specs = getattr(base, key)
             out[key].append(None if specs is None else score(specs, losses, names, objective, reference))
-        out["random_mean"].append(random_by_blocks[k])
+        out["random_mean"].append(random_by_set[k])
     return out
 
 
@@ -148,12 +153,12 @@ def expectation_lines(report: Mapping[str, Any]) -> list[str]:
     method = report["method"]
     lines = []
     for sel in report["selections"]:
-        b, total = sel["budget"], sel["predicted_total"]
+        b, total = budget_text(sel["budget"], (report.get("cost") or {}).get("kind", "nominal")), sel["predicted_total"]
         if total is None:
             what = (f"{method} predicts no losses" if not report["predicts_losses"]
                     else "the predictions lack a task's single-task loss")
             score = "" if sel["tag_score"] is None else f" (its TAG score: {sel['tag_score']:.4f})"
-            lines.append(f"budget {b:g}: {what}, so no expected {name}{score}; --verify trains and measures the "
+            lines.append(f"budget {b}: {what}, so no expected {name}{score}; --verify trains and measures the "
                          "chosen networks, or use a method that predicts losses (lookahead, surrogate, hoa)")
             continue
         parts = []
@@ -167,7 +172,7 @@ def expectation_lines(report: Mapping[str, Any]) -> list[str]:
             else:
                 width = f"{base['networks'][0]['width']} size, " if key == "one_per_task" else ""
                 parts.append(f"{_relation(pct)} {label} ({width}{base['predicted_total']:.4f})")
-        lines.append(f"budget {b:g}: expected {name} {total:.4f} ({method}'s prediction): " + ", ".join(parts))
+        lines.append(f"budget {b}: expected {name} {total:.4f} ({method}'s prediction): " + ", ".join(parts))
     trust = trust_text(method, report.get("trust"))
     if trust:
         lines.append(trust)

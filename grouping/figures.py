@@ -2,12 +2,14 @@
 
 ``affinity.png``: the method's affinity matrix (source rows, target
 columns) with its values. ``curve.png``: the whole budget curve
-(`grouping.report.budget_curve`: budgets 1 to n in steps of 0.5 and the
-ones asked for) of the method's expected total, in the objective's units,
+(`grouping.expectation.budget_curve`: from the cheapest feasible budget to
+n in steps of 0.5, and the ones asked for; solving is free, so it is always
+drawn whole) of the method's expected total, in the objective's units,
 against one all-task network, independent networks and random groupings,
 the budgets asked for marked; with ``--verify`` the measured test totals
-at those budgets, dashed. A method that predicts no losses (tag, cs) is
-drawn as its TAG score instead, on its own axis label.
+at those budgets, dashed. A method that predicts no losses (tag, cs) has its
+TAG score drawn over the whole curve on a second axis. The x-axis is in the
+report's budget unit (`grouping.costs`).
 """
 
 from __future__ import annotations
@@ -97,10 +99,18 @@ def plot_curve(report: Mapping[str, Any], path: str | os.PathLike) -> None:
                 lw=2.2 if own else 1.2, color=color, label=name)
     curve = report.get("curve") or {}
     asked = [b for b, a in zip(curve.get("budgets", []), curve.get("asked", [])) if a]
-    if not report["predicts_losses"] and not series and curve:
-        ax.plot(curve["budgets"], curve["tag_score"], "-o", label=f"{report['method']} group score (higher = better)")
-        ax.set_ylabel("TAG group score, higher = better\n(no losses predicted; --verify measures them)")
-    else:
+    handles = []
+    if not report["predicts_losses"] and curve:
+        tag_ax = ax.twinx() if series else ax
+        handles = tag_ax.plot(curve["budgets"], curve["tag_score"], "-o", color="C9",
+                              label=f"{report['method']} group score (higher = better)")
+        tag_ax.set_ylabel("TAG group score, higher = better\n(no losses predicted; --verify measures them)")
+        for b in asked:
+            tag_ax.plot([b], [curve["tag_score"][curve["budgets"].index(b)]], marker="*", ms=16, color="C9",
+                        markeredgecolor="k", zorder=5)
+        if tag_ax is ax:
+            handles = []  # already among ax's own
+    if series or report["predicts_losses"]:
         ax.set_ylabel("expected mean relative loss, lower = better\n(1 = independent full-size networks)"
                       if report["objective"] == "relative" else "expected total loss (sum over tasks), lower = better")
     for i, b in enumerate(asked):
@@ -109,10 +119,13 @@ def plot_curve(report: Mapping[str, Any], path: str | os.PathLike) -> None:
         if own and b in own[0]:
             ax.plot([b], [own[1][own[0].index(b)]], marker="*", ms=16, color=colors.get(report["method"], "C0"),
                     markeredgecolor="k", zorder=5)
-    ax.set_xlabel("budget (full-size networks; a half-size single-task network = 0.5)")
+    cost = report.get("cost") or {}
+    ax.set_xlabel(f"budget, in {cost.get('unit', 'full-size networks (a half-size single-task network = 0.5)')}",
+                  fontsize=8, wrap=True)
     ax.set_title(f"{report['method']}: {', '.join(report['tasks'])}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    lines, labels = ax.get_legend_handles_labels()
+    ax.legend(lines + handles, labels + [h.get_label() for h in handles], fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -38,8 +38,10 @@ from grouping.choose import (
     score,
     task_changes,
 )
+from grouping.costs import DEFAULT_COST, CostTable, budget_text, check_cost_kind, cost_table, latency_settings
 from grouping.methods import Estimate, Method, MethodSettings, get_method
 from grouping.methods.base import ESA_FRACTION, QUICK_FRACTION, SURROGATE_SAMPLES
+from grouping.selection import split_budgets
 from grouping.objective import DEFAULT_OBJECTIVE, Objective, get_objective
 from grouping.report import (
     atomic_text,
@@ -52,7 +54,7 @@ from grouping.report import (
     write_outputs,
 )
 from grouping.runner import AFFINITY_EVERY, FULL_SIZE, DataSpec, NetSpec, Runner
-from grouping.store import STORE_NAME, ResultsStore
+from grouping.store import STORE_NAME, ResultsStore, canonical_json
 
 #: The method find_groups runs when none is given (the lead measures and may change it).
 DEFAULT_METHOD = "quick"
@@ -67,6 +69,8 @@ class Options:
     budgets: Sequence[float]
     method: str = DEFAULT_METHOD
     objective: str = DEFAULT_OBJECTIVE
+    cost: str = DEFAULT_COST  # what the budgets count: nominal, flops or latency (grouping.costs)
+    latency_batch: int = 1  # --cost latency: images per timed forward batch
     data: DataSpec = dataclasses.field(default_factory=DataSpec)
     steps: int = DEFAULT_STEPS
     batch_size: int = 32
@@ -101,9 +105,10 @@ class Setup:
     objective: Objective
     tasks: tuple
     names: tuple[str, ...]
-    budgets: list[float]
+    budgets: list[float]  # every budget asked for; the feasible ones are known once the costs are
     cfg: Any
     data_settings: dict[str, Any]
+    costs: CostTable | None = None  # priced in `setup` unless latency, which needs the run's store
 
     def runner(self, opts: "Options", store: ResultsStore) -> Runner:
         return Runner(self.tasks, opts.data, self.cfg, opts.out, store, progress=opts.progress,
@@ -123,7 +128,8 @@ def setup(opts: Options) -> Setup:
     budgets = [float(b) for b in opts.budgets]
     if not budgets:
         raise ValueError("no budget given")
-    method.check_budgets(names, budgets)
+    check_cost_kind(opts.cost)
+    options.at_least("--latency-batch", opts.latency_batch, 1)
     options.check_training(steps=opts.steps, batch_size=opts.batch_size, lr=opts.learning_rate,
                            seed_value=opts.seed, data_seed=opts.data.seed, resolution=opts.data.resolution,
                            checkpoint_every=opts.checkpoint_every)
@@ -143,7 +149,13 @@ def setup(opts: Options) -> Setup:
 
         ensemble_devices(opts.devices)  # more devices than exist: a clear error now, not after the data
     cfg = TrainConfig(steps=opts.steps, batch_size=opts.batch_size, learning_rate=opts.learning_rate, seed=opts.seed)
-    return Setup(method, objective, tasks, names, budgets, cfg, opts.data.check(tasks))
+    data_settings = opts.data.check(tasks)
+    costs = None
+    if opts.cost != "latency":  # FLOPs need no device time: price the networks now (after every cheaper
+        # check), and refuse a list with no feasible budget
+        costs = cost_table(names, opts.cost, resolution=opts.data.resolution, source=opts.data.kind)
+        split_budgets(budgets, costs.minimum_budget())
+    return Setup(method, objective, tasks, names, budgets, cfg, data_settings, costs)
 
 
 def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -154,10 +166,22 @@ def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str,
     out = Path(opts.out)
     check_out(out, run_settings(opts, method, s.objective, names, s.cfg, s.data_settings), opts.overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    echo(f"run directory {out} (rerun with --out {out} to resume); method {method.name}; objective {s.objective.name}; "
-         f"tasks {', '.join(names)}; budgets {', '.join(f'{b:g}' for b in budgets)}")
     with ResultsStore(out / STORE_NAME) as store:
+        costs = s.costs or cost_table(names, opts.cost, resolution=opts.data.resolution,
+                                      latency_batch=opts.latency_batch, store=store, progress=opts.progress,
+                                      source=opts.data.kind)
+        feasible, infeasible = split_budgets(budgets, costs.minimum_budget())
+        echo(f"run directory {out} (rerun with --out {out} to resume); method {method.name}; objective "
+             f"{s.objective.name}; tasks {', '.join(names)}; budgets {', '.join(f'{b:g}' for b in budgets)} in "
+             f"{costs.unit_text()}")
+        for b in infeasible:
+            echo(f"budget {budget_text(b, opts.cost)} is infeasible: the cheapest networks covering every task cost "
+                 f"{costs.minimum_budget():.4g}; answering the others")
         runner = s.runner(opts, store)
+        if opts.cost == "latency":  # the store's latency rows are this run's too
+            runner.keys.update(canonical_json(latency_settings(spec, opts.data.resolution, opts.latency_batch,
+                                                                    source=opts.data.kind))
+                               for spec in costs.specs)
         keys = method.store_keys(runner, settings)
         stored = sum(store.get(key) is not None for key in keys)
         cost = method.cost(names, opts.steps, settings)
@@ -165,8 +189,8 @@ def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str,
              f"{stored} of {len(keys)} already in the store")
         est = method.estimate(runner, settings)
         t0 = time.perf_counter()
-        choices = choose(est, budgets, s.objective)
-        bases = [baselines(names, b) for b in budgets]
+        choices = choose(est, feasible, s.objective, costs)
+        bases = [baselines(names, b, costs) for b in feasible]
         solve_seconds = time.perf_counter() - t0
         verification = None
         verify_seconds = 0.0
@@ -177,7 +201,8 @@ def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str,
         others = store.count_other(runner.keys)
     if others:
         echo(f"note: the store holds {others} finished job(s) from other settings or code versions; not used")
-    report = build_report(opts, method, s.objective, est, choices, bases, verification, s.cfg, s.data_settings)
+    report = build_report(opts, method, s.objective, est, choices, bases, verification, s.cfg, s.data_settings,
+                          costs, infeasible)
     t0 = time.perf_counter()
     trained_here = [e for e in runner.log if not e["reused"]]
     report["run"] = {

@@ -47,10 +47,11 @@ from typing import Any
 
 import numpy as np
 
+from grouping.costs import CostTable
 from grouping.choose import Choice, baseline_totals, baselines, choose, per_task_losses, score, task_changes
 from grouping.methods import MethodSettings, get_method, method_names
 from grouping.objective import DEFAULT_OBJECTIVE, Objective, change_percent, get_objective
-from grouping.selection import network_label
+from grouping.selection import network_label, split_budgets
 from grouping.setting_checks import TARGETS as SETTING_TARGETS
 
 #: The five tasks, in the column order of Standley's tables (s, d, n, k, t).
@@ -124,11 +125,12 @@ def merge(gt: dict[str, Any], seed: str, evidence: Mapping[str, Any]) -> None:
 
 def choices(record: Mapping[str, Any], names: Sequence[str], budgets: Sequence[float],
             objective: str | Objective = DEFAULT_OBJECTIVE,
-            estimators: Sequence[str] | None = None) -> dict[str, list[Choice]]:
-    """method -> its choice at each budget: the estimate rebuilt from the record, chosen on by `choose`,
-    for optimal and `estimators` (default: every estimator the record holds, `estimators_in`)."""
+            estimators: Sequence[str] | None = None, network_costs: CostTable | None = None) -> dict[str, list[Choice]]:
+    """method -> its choice at each budget: the estimate rebuilt from the record, chosen on by `choose`
+    at `network_costs` (None: nominal), for optimal and `estimators` (default: every estimator the record
+    holds, `estimators_in`)."""
     estimators = estimators_in(record) if estimators is None else tuple(estimators)
-    return {m: choose(get_method(registered(m)).from_record(record, names), budgets, objective)
+    return {m: choose(get_method(registered(m)).from_record(record, names), budgets, objective, network_costs)
             for m in ("optimal",) + estimators}
 
 
@@ -141,16 +143,16 @@ def pairwise_transfer(losses: Mapping[str, Mapping[str, float]], names: Sequence
 
 def evaluate_seed(record: Mapping[str, Any], names: Sequence[str], budgets: Sequence[float],
                   objective: str | Objective = DEFAULT_OBJECTIVE,
-                  estimators: Sequence[str] | None = None) -> dict[str, Any]:
+                  estimators: Sequence[str] | None = None, network_costs: CostTable | None = None) -> dict[str, Any]:
     """Test totals of every method (`choices`) and baseline at every budget for one seed's record."""
     obj = get_objective(objective)
     test = record["test"]
     reference = obj.reference(test, names)
-    chosen = choices(record, names, budgets, obj, estimators)
+    chosen = choices(record, names, budgets, obj, estimators, network_costs)
     methods = tuple(chosen)
     totals: dict[str, list[float | None]] = {m: [score(c.specs, test, names, obj, reference) for c in chosen[m]]
                                              for m in methods}
-    base = [baseline_totals(baselines(names, b), test, names, obj, reference) for b in budgets]
+    base = [baseline_totals(baselines(names, b, network_costs), test, names, obj, reference) for b in budgets]
     for key, column in (("all_in_one", "all_in_one"), ("independent", "one_per_task"),
                         ("random_mean", "random_mean"), ("random_worst", "random_worst")):
         totals[key] = [row[column] for row in base]
@@ -182,16 +184,20 @@ def _changes_over_seeds(rows: Sequence[Mapping[str, Mapping[str, float] | None]]
 
 
 def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: Mapping[str, float] | None = None,
-             objective: str | Objective = DEFAULT_OBJECTIVE) -> dict[str, Any]:
+             objective: str | Objective = DEFAULT_OBJECTIVE, network_costs: CostTable | None = None) -> dict[str, Any]:
     """The whole evaluation of a ground-truth record (`scripts/ground_truth.py`'s JSON), for optimal and
-    every estimator whose evidence every seed's record holds."""
+    every estimator whose evidence every seed's record holds. `costs`: each estimator's cost in all-task
+    runs; `network_costs`: what the networks cost at inference, the budgets' unit (None: nominal). Budgets
+    below the cheapest cover are left out and listed under ``infeasible_budgets``."""
     obj = get_objective(objective)
     names = tuple(gt["tasks"])
+    minimum = 1.0 if network_costs is None else network_costs.minimum_budget()
+    budgets, infeasible = split_budgets(list(budgets), minimum)
     seeds = sorted(gt["runs"], key=int)
     present = [set(estimators_in(gt["runs"][s])) for s in seeds]
     estimators = tuple(m for m in estimators_in(gt["runs"][seeds[0]]) if all(m in p for p in present))
     methods = ("optimal",) + estimators
-    per_seed = {s: evaluate_seed(gt["runs"][s], names, budgets, obj, estimators) for s in seeds}
+    per_seed = {s: evaluate_seed(gt["runs"][s], names, budgets, obj, estimators, network_costs) for s in seeds}
     keys = list(next(iter(per_seed.values()))["totals"])
     totals = {k: [_stats([per_seed[s]["totals"][k][i] for s in seeds]) for i in range(len(budgets))] for k in keys}
     regret = {k: [_stats([per_seed[s]["regret_percent"][k][i] for s in seeds]) for i in range(len(budgets))]
@@ -241,6 +247,11 @@ def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: M
                 for t in names}
     return {
         "tasks": list(names), "seeds": [int(s) for s in seeds], "budgets": list(budgets),
+        "cost": network_costs.describe() if network_costs is not None else {"kind": "nominal", "minimum_budget": 1.0},
+        "infeasible_budgets": [{"budget": b, "feasible": False, "minimum_budget": minimum} for b in infeasible],
+        "network_costs": None if network_costs is None else {
+            label: {**network_costs.costs(label), "budget_units": network_costs.cost(label)}
+            for label in network_costs.raw},
         "estimators": list(estimators),
         "objective": obj.name, "totals": obj.quantity,
         "test_total": totals, "regret_percent": regret, "average_regret_percent": average,
@@ -288,7 +299,12 @@ def markdown(ev: Mapping[str, Any]) -> str:
     seeds = ", ".join(map(str, ev["seeds"]))
     what = "Total test loss" if ev.get("objective", "loss") == "loss" else \
         "Mean relative test loss (each task's test loss over its full-size single-task network's, mean over tasks)"
-    out = [f"{what}, mean ± std over seeds {seeds}, by budget:", "", *rows, ""]
+    unit = budget_unit(ev)
+    infeasible = [f"{b['budget']:g}" for b in ev.get("infeasible_budgets", [])]
+    out = [f"{what}, mean ± std over seeds {seeds}, by budget in {unit}:", "", *rows, ""]
+    if infeasible:
+        out += [f"Infeasible budgets (below the cheapest cover, {ev['cost']['minimum_budget']:.4g}): "
+                f"{', '.join(infeasible)}.", ""]
     costs = ev.get("cost_all_task_runs") or {}
     out += ["| estimator | mean regret vs optimal (%) | ± std over seeds | within seed noise | cost (all-task runs) |",
             "|---|---|---|---|---|"]
@@ -312,6 +328,12 @@ def markdown(ev: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
+def budget_unit(ev: Mapping[str, Any]) -> str:
+    """The unit of an evaluation's budgets, in words (older evaluations: nominal)."""
+    cost = ev.get("cost") or {"kind": "nominal"}
+    return cost.get("unit") or "full-size networks (Standley's units; a half-size single-task network costs 0.5)"
+
+
 def _cell(st: Mapping[str, float] | None) -> str:
     return "" if st is None else f"{st['mean']:+.1f} ± {st['std']:.1f}"
 
@@ -324,7 +346,7 @@ def _change_tables(ev: Mapping[str, Any], budget: float = 2.0) -> list[str]:
     out = []
     for key, against in (("vs_all_in_one", "one all-task network"),
                          ("vs_independent", "its independent full-size network")):
-        out += [f"Each task's test-loss change (%) in the choice at budget {budget:g} against {against} "
+        out += [f"Each task's test-loss change (%) in the choice at budget {budget:g} [{budget_unit(ev)}] against {against} "
                 "(mean ± std over seeds; negative = better):", "",
                 "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for m in ("optimal",) + _estimators(ev):
@@ -368,7 +390,7 @@ def plot(ev: Mapping[str, Any], path) -> None:
         if pts:
             ax.scatter(*zip(*pts), marker=marker, s=60, color="tab:red" if k == "all_in_one" else "tab:brown",
                        label=label(k), zorder=5)
-    ax.set_xlabel("inference budget (full-size networks)")
+    ax.set_xlabel(f"inference budget, in {budget_unit(ev)}", fontsize=8, wrap=True)
     ax.set_ylabel(("mean relative" if ev.get("objective", "loss") == "relative" else "total") + " test loss (lower is better)")
     ax.set_title("Choices of each method on " + ", ".join(ev["tasks"]))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -7,8 +7,13 @@
   loss under ``relative``), budgets, per budget the chosen networks (tasks,
   size, cost, predicted per-task losses, which tasks each serves), the
   predicted total, each task's change (%) against one all-task network and
-  against its independent full-size network, the baselines; the candidate
-  table the solver used (methods that predict losses); the affinity matrix
+  against its independent full-size network, the baselines; ``cost``: which
+  cost the budgets are in (`grouping.costs`: kind, unit, minimum budget) and
+  ``infeasible_budgets`` (budgets asked for below that minimum); every
+  network named (chosen, baselines, and ``candidates``: every candidate
+  network, with its predicted losses where the method predicts them) has
+  ``cost`` in budget units and ``costs``: ``nominal``, ``flops`` (per image)
+  and ``latency`` (seconds per batch, where measured); the affinity matrix
   with its task order and orientation; the trained networks' losses; each
   task's test metrics (mIoU, RMSE, angle...) in the chosen networks and the
   baselines wherever those networks were trained with the full schedule
@@ -40,7 +45,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from grouping.choose import Baselines, Choice, baseline_totals, groups_within, per_task_losses, task_changes
+from grouping.choose import Baselines, Choice, baseline_totals, network_cost, per_task_losses, task_changes
+from grouping.costs import UNIT_SHORT, CostTable, budget_text
 from grouping.expectation import budget_curve, expectation_lines, expected, ground_truth_regret
 from grouping.methods import Estimate, Method
 from grouping.objective import Objective
@@ -48,7 +54,7 @@ from grouping.runner import NetSpec, train_settings
 from grouping.store import code_version
 
 REPORT_FORMAT = "mtl-grouping/find-groups-report"
-REPORT_VERSION = 4  # 3: task_metrics, run.git_commit; 4: expected_percent, curve, trust
+REPORT_VERSION = 5  # 3: task_metrics, run.git_commit; 4: expected_percent, curve, trust; 5: cost, costs, candidates
 BASELINE_NAMES = {
     "all_in_one": "all tasks in one network",
     "one_per_task": "one network per task",
@@ -60,15 +66,18 @@ CHANGE_NAMES = {
 }
 ORIENTATION = "matrix[i][j]: effect of task i (row, source) on task j (column, target); positive = i helps j"
 #: The report's keys that say what the user chose (`run_settings`), compared by `settings_differences`.
-SETTINGS_KEYS = ("tasks", "method", "objective", "budgets", "data", "training", "verify")
+SETTINGS_KEYS = ("tasks", "method", "objective", "cost", "budgets", "data", "training", "verify")
 #: Data settings that fingerprint the code or the files, not a choice: a rerun after a code change is the same command.
 FINGERPRINTS = ("dataset", "renderer")
+#: What the report's "cost" says besides the choice (kind, latency batch): derived from it and the tasks.
+COST_DERIVED = ("unit", "unit_value", "unit_raw", "resolution", "minimum_budget")
 
 
 def run_settings(opts, method: Method, objective: Objective, names: Sequence[str], cfg,
                  data_settings: Mapping) -> dict[str, Any]:
     """The settings part of the report (`SETTINGS_KEYS`), from the run's `grouping.find_groups.Options`."""
     return {"tasks": list(names), "method": method.name, "objective": objective.name,
+            "cost": {"kind": opts.cost, "latency_batch": opts.latency_batch if opts.cost == "latency" else None},
             "budgets": [float(b) for b in opts.budgets], "data": dict(data_settings),
             "training": {**train_settings(cfg), "esa_fraction": None, "affinity_every": None,
                          "surrogate_samples": None, **method.settings_used(opts.method_settings)},
@@ -82,7 +91,7 @@ def settings_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list
         a, b = old.get(key), new.get(key)
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             for sub in sorted(set(a) | set(b)):
-                if sub not in FINGERPRINTS and a.get(sub) != b.get(sub):
+                if sub not in FINGERPRINTS + COST_DERIVED and a.get(sub) != b.get(sub):
                     out.append(f"{key}.{sub} {_text(a.get(sub))} -> {_text(b.get(sub))}")
         elif a != b:
             out.append(f"{key} {_text(a)} -> {_text(b)}")
@@ -150,10 +159,11 @@ def _task_metrics(specs: Sequence[NetSpec] | None, names: Sequence[str], measure
 # The report as data.
 
 
-def _net(spec: NetSpec, predicted: Mapping[str, float] | None = None, scores: Mapping[str, float] | None = None,
-         serves: Sequence[str] | None = None) -> dict[str, Any]:
+def _net(spec: NetSpec, costs: CostTable, predicted: Mapping[str, float] | None = None,
+         scores: Mapping[str, float] | None = None, serves: Sequence[str] | None = None) -> dict[str, Any]:
     return {"label": spec.label, "tasks": list(spec.tasks), "size": spec.size,
-            "width": "half" if spec.half else "full", "cost": spec.cost,
+            "width": "half" if spec.half else "full", "cost": network_cost(spec, costs),
+            "costs": costs.costs(spec.label),
             "predicted": None if predicted is None else {t: float(predicted[t]) for t in spec.tasks},
             "tag_score": None if scores is None else {t: float(scores[t]) for t in spec.tasks},
             "serves": list(serves) if serves is not None else list(spec.tasks)}
@@ -161,8 +171,9 @@ def _net(spec: NetSpec, predicted: Mapping[str, float] | None = None, scores: Ma
 
 def build_report(opts, method: Method, objective: Objective, est: Estimate, choices: Sequence[Choice],
                  bases: Sequence[Baselines], verification: Mapping | None, cfg,
-                 data_settings: Mapping) -> dict[str, Any]:
-    """The report as data (`opts`: the run's `grouping.find_groups.Options`)."""
+                 data_settings: Mapping, costs: CostTable, infeasible: Sequence[float] = ()) -> dict[str, Any]:
+    """The report as data (`opts`: the run's `grouping.find_groups.Options`; `costs`: the candidates'
+    costs and the budget unit; `infeasible`: the budgets asked for below the minimum)."""
     names = list(est.tasks)
     losses = est.losses()
     measured = _measured_metrics(est, verification, cfg.steps)
@@ -173,20 +184,20 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
         nets = []
         for spec in ch.specs:
             serves = [t for t in names if ch.assignment.get(t) == spec.label]
-            nets.append(_net(spec, ch.predicted.get(spec.label),
+            nets.append(_net(spec, costs, ch.predicted.get(spec.label),
                              ch.scores.get(spec.label) if ch.scores else None, serves))
         totals = baseline_totals(base, losses, names, objective, reference)
         b_out: dict[str, Any] = {}
         for key in ("all_in_one", "one_per_task"):
             specs = getattr(base, key)
             b_out[key] = None if specs is None else {
-                "networks": [_net(s, est.predicted(s)) for s in specs],
-                "cost": math.fsum(s.cost for s in specs), "predicted_total": totals[key],
+                "networks": [_net(s, costs, est.predicted(s)) for s in specs],
+                "cost": math.fsum(network_cost(s, costs) for s in specs), "predicted_total": totals[key],
                 "task_metrics": _task_metrics(specs, names, measured)}
         b_out["random"] = None if not base.random else {
             "predicted_total": totals["random_mean"], "count": len(base.random),
-            "sampling": f"every set partition of the tasks into at most {groups_within(ch.budget)} "
-                        "groups, one full-size network each, equally weighted (exact mean)"}
+            "sampling": "every set partition of the tasks whose networks (one full-size network per group) fit "
+                        "the budget, equally weighted (exact mean)"}
         entry = {"budget": ch.budget, "networks": nets, "cost": ch.cost, "predicted_total": ch.predicted_total,
                  "tag_score": ch.tag_score, "assignment": {t: ch.assignment[t] for t in names},
                  "task_change_percent": task_changes(per_task_losses(ch.specs, losses, names, ch.assignment),
@@ -201,6 +212,8 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
         selections.append(entry)
     settings = opts.method_settings
     chosen = run_settings(opts, method, objective, names, cfg, data_settings)
+    predicted = {nw.label: nw.losses for nw in est.candidates or ()}
+    minimum = costs.minimum_budget()
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
@@ -209,16 +222,20 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
         "objective": chosen["objective"],
         "totals": objective.quantity,
         "reference": reference,
+        "cost": costs.describe(),
         "budgets": chosen["budgets"],
+        "infeasible_budgets": [{"budget": float(b), "feasible": False, "minimum_budget": minimum} for b in infeasible],
         "metrics": metric_names(names, opts.data),
         "predicts_losses": method.predicts_losses,
         "predicted": method.describe(opts.steps, settings),
         "selections": selections,
-        "curve": budget_curve(method, objective, est, [ch.budget for ch in choices]),
+        "curve": budget_curve(method, objective, est, [ch.budget for ch in choices], costs),
         "trust": ground_truth_regret(method.name),
-        "candidates": None if est.candidates is None else [
-            {"label": nw.label, "tasks": list(nw.tasks), "size": est.specs[nw.label].size, "cost": nw.cost,
-             "predicted": {t: float(v) for t, v in nw.losses.items()}} for nw in est.candidates],
+        "candidates": [
+            {"label": s.label, "tasks": list(s.tasks), "size": s.size, "cost": network_cost(s, costs),
+             "costs": costs.costs(s.label),
+             "predicted": {t: float(v) for t, v in predicted[s.label].items()} if s.label in predicted else None}
+            for s in costs.specs],
         "affinity": {"tasks": names, "matrix": np.asarray(est.affinity, dtype=float).tolist(), "kind": est.affinity_kind,
                      "orientation": ORIENTATION, "definition": method.affinity_definition, **est.matrices},
         "trained_networks": [
@@ -288,8 +305,10 @@ def format_table(report: Mapping[str, Any]) -> str:
     names = report["tasks"]
     tag = not report["predicts_losses"]
     total_name = _total_name(report)
+    kind = report["cost"]["kind"]
     lines = [f"method {report['method']}: predicted = {report['predicted']}",
-             f"objective {report['objective']}: totals are the {report['totals']}", ""]
+             f"objective {report['objective']}: totals are the {report['totals']}",
+             f"budgets and costs in {report['cost']['unit']}", *infeasible_lines(report), ""]
     lines += expectation_lines(report)
     if tag:
         lines.append("(cells below: each task's TAG score in the network, higher = better; not a loss)")
@@ -297,7 +316,8 @@ def format_table(report: Mapping[str, Any]) -> str:
     for sel in report["selections"]:
         what = (f"TAG score {sel['tag_score']:.4f}" if tag else f"predicted {total_name} {sel['predicted_total']:.4f}")
         lines.append("")
-        lines.append(f"budget {sel['budget']:g}: {len(sel['networks'])} network(s), cost {sel['cost']:g}, {what}"
+        lines.append(f"budget {budget_text(sel['budget'], kind)}: {len(sel['networks'])} network(s), "
+                     f"cost {sel['cost']:.3g}, {what}"
                      + ("" if sel["optimal"] else f" (gap {sel['gap']:.2g})"))
         lines.append(head)
         for nw in sel["networks"]:
@@ -309,7 +329,7 @@ def format_table(report: Mapping[str, Any]) -> str:
                 else:
                     mark = "*" if t in nw["serves"] else " "
                     cells += f"{values[t]:>8.4f}{mark}"
-            lines.append(f"  {nw['label'][:34]:<34}{nw['width']:>5}{nw['cost']:>6g}{cells}")
+            lines.append(f"  {nw['label'][:34]:<34}{nw['width']:>5}{nw['cost']:>6.3g}{cells}   {costs_text(nw['costs'])}")
         for key, label in CHANGE_NAMES.items():
             lines += _changes("predicted " + label, sel["task_change_percent"][key], names)
         lines += _metrics_line("test metric (network trained in full)", sel.get("task_metrics"), report)
@@ -348,6 +368,19 @@ def format_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def costs_text(costs: Mapping[str, float | None]) -> str:
+    """'nominal 1, 11.2 MFLOPs, 0.41 ms': a network's cost in all three units (latency where measured)."""
+    text = f"nominal {costs['nominal']:g}, {costs['flops'] / 1e6:.3g} MFLOPs"
+    return text + ("" if costs.get("latency") is None else f", {costs['latency'] * 1e3:.3g} ms")
+
+
+def infeasible_lines(report: Mapping[str, Any]) -> list[str]:
+    """One line per budget asked for below the cheapest cover."""
+    kind = report["cost"]["kind"]
+    return [f"budget {budget_text(b['budget'], kind)}: infeasible, the cheapest networks covering every task cost "
+            f"{b['minimum_budget']:.4g}" for b in report.get("infeasible_budgets", [])]
+
+
 def format_timing(report: Mapping[str, Any]) -> str:
     t = report["run"]["timing"]
     lines = [f"time: data {t['data_seconds']:.1f} s, training {t['training_seconds']:.1f} s "
@@ -363,10 +396,13 @@ def format_timing(report: Mapping[str, Any]) -> str:
 
 def format_markdown(report: Mapping[str, Any]) -> str:
     names = report["tasks"]
+    unit = UNIT_SHORT[report["cost"]["kind"]]
     tag = not report["predicts_losses"]
     md = [f"# Task groupings: {', '.join(names)}", "",
           f"Method **{report['method']}**; predicted = {report['predicted']}.  ",
-          f"Objective **{report['objective']}**: totals are the {report['totals']}.", "",
+          f"Objective **{report['objective']}**: totals are the {report['totals']}.  ",
+          f"Budgets and costs in {report['cost']['unit']}.", "", *[f"- {line}" for line in infeasible_lines(report)],
+          "",
           f"Data: `{json.dumps(report['data'])}`  ",
           f"Training: {report['training']['steps']} steps, batch {report['training']['batch_size']}, "
           f"{report['training']['optimizer']} lr {report['training']['learning_rate']:g}, seed {report['training']['seed']}  ",
@@ -375,18 +411,23 @@ def format_markdown(report: Mapping[str, Any]) -> str:
           "![curve](curve.png)", "",
           "## Chosen networks", ""]
     value = "TAG score" if tag else "predicted loss"
-    md.append(f"| budget | network | size | cost | {' | '.join(names)} | total |")
-    md.append("|---|---|---|---|" + "---|" * len(names) + "---|")
+    md.append(f"| budget [{unit}] | network | size | cost | nominal | MFLOPs | latency (ms) | {' | '.join(names)} | total |")
+    md.append("|---|---|---|---|---|---|---|" + "---|" * len(names) + "---|")
     for sel in report["selections"]:
         for k, nw in enumerate(sel["networks"]):
             vals = nw["tag_score"] if tag else nw["predicted"]
             cells = [(f"**{vals[t]:.4f}**" if t in nw["serves"] else f"{vals[t]:.4f}") if t in nw["tasks"] else ""
                      for t in names]
             total = "" if k else (f"{sel['tag_score']:.4f}" if tag else f"{sel['predicted_total']:.4f}")
-            md.append(f"| {sel['budget']:g} | {nw['label']} | {nw['width']} | {nw['cost']:g} | {' | '.join(cells)} | {total} |")
-    md += ["", f"Cells: {value} per task; bold = the network whose output the task uses.", "",
+            c = nw["costs"]
+            latency = "-" if c.get("latency") is None else f"{c['latency'] * 1e3:.3g}"
+            md.append(f"| {sel['budget']:g} | {nw['label']} | {nw['width']} | {nw['cost']:.3g} | {c['nominal']:g} | "
+                      f"{c['flops'] / 1e6:.3g} | {latency} | {' | '.join(cells)} | {total} |")
+    md += ["", f"Cells: {value} per task; bold = the network whose output the task uses. Budget and cost in "
+           f"{report['cost']['unit']}; nominal = Standley's units; MFLOPs per image; latency per batch of "
+           f"{report['cost']['latency_batch'] or '-'} ('-': not measured, --cost latency measures it).", "",
            "## Each task's change (%) in the chosen networks", "",
-           f"| budget | | {' | '.join(names)} |", "|---|---|" + "---|" * len(names)]
+           f"| budget [{unit}] | | {' | '.join(names)} |", "|---|---|" + "---|" * len(names)]
     for sel in report["selections"]:
         rows = [("predicted", sel["task_change_percent"])]
         if sel.get("measured"):
@@ -400,7 +441,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
     if "metrics" in report:
         md += _metrics_markdown(report)
     md += ["## Baselines (predicted totals" + (", measured test totals" if report.get("verify") else "") + ")", "",
-           "| budget | method | " + " | ".join(BASELINE_NAMES.values()) + " |", "|---|---|---|---|---|"]
+           f"| budget [{unit}] | method | " + " | ".join(BASELINE_NAMES.values()) + " |", "|---|---|---|---|---|"]
     for sel in report["selections"]:
         meas = sel.get("measured") or {}
 
@@ -441,7 +482,7 @@ def _metrics_markdown(report: Mapping[str, Any]) -> list[str]:
     names = report["tasks"]
     head = [f"{t} ({m['metric']}, {'higher' if m['higher_is_better'] else 'lower'} = better)"
             for t, m in report["metrics"].items()]
-    md = ["## Each task's test metric", "", f"| budget | networks | {' | '.join(head)} |",
+    md = ["## Each task's test metric", "", f"| budget [{UNIT_SHORT[report['cost']['kind']]}] | networks | {' | '.join(head)} |",
           "|---|---|" + "---|" * len(names)]
     for sel in report["selections"]:
         rows = [("chosen", sel.get("task_metrics"))]

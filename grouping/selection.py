@@ -88,6 +88,7 @@ Higher-order approximation: from singles and pairs only, a network ``S`` of
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -113,8 +114,10 @@ __all__ = [
     "network_label",
     "score",
     "score_tag",
+    "select_groups",
     "select_groups_tag",
     "select_networks",
+    "split_budgets",
     "standley_candidates",
     "subsets_by_size",
     "tag_candidates",
@@ -349,6 +352,18 @@ def score(networks: Iterable[Network], table: Iterable[Network] | None = None, *
     return math.fsum(_best_per_task(networks, tasks, min))
 
 
+def split_budgets(budgets: Sequence[float], minimum: float) -> tuple[list[float], list[float]]:
+    """(the feasible budgets, the infeasible ones: below `minimum`), each in the given order.
+
+    Raises InfeasibleBudgetError (naming the minimum) when none is feasible."""
+    slack = BUDGET_RTOL * max(1.0, abs(minimum))
+    feasible = [b for b in budgets if b >= minimum - slack]
+    infeasible = [b for b in budgets if not b >= minimum - slack]
+    if budgets and not feasible:
+        raise InfeasibleBudgetError(max(budgets), minimum)
+    return feasible, infeasible
+
+
 def minimum_budget(candidates: Iterable[Network], *, tasks: Sequence[str] | None = None) -> float:
     """Cost of the cheapest selection that covers every task (weighted set cover)."""
     inst = _Instance.build(list(candidates), tasks, sense=1.0)
@@ -424,16 +439,33 @@ def select_groups_tag(
     Networks (``losses`` = scores) and ``total`` = mean score over tasks.
     """
     groups = tag_candidates(affinity, tasks=tasks, singleton_score=singleton_score)
-    inst = _Instance.build(groups, None, sense=-1.0)
     k_list = [ks] if isinstance(ks, (int, np.integer)) else list(ks)
     for k in k_list:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise SelectionError(f"number of groups must be a positive integer, got {k!r}")
+    return [dataclasses.replace(sel, budget=k)
+            for k, sel in zip(k_list, select_groups(groups, [float(k) for k in k_list], time_limit=time_limit,
+                                                    solver=solver))]
+
+
+def select_groups(
+    candidates: Iterable[Network],
+    budgets: float | Iterable[float],
+    *,
+    tasks: Sequence[str] | None = None,
+    time_limit: float | None = None,
+    solver: str = "auto",
+) -> list[Selection]:
+    """TAG's problem with any costs: candidates whose ``losses`` are scores (higher = better); per budget,
+    the networks of total cost <= budget covering every task that maximise the mean over tasks of each
+    task's best score (``total``). Ties: as `select_networks` (lowest cost first)."""
+    inst = _Instance.build(list(candidates), tasks, sense=-1.0)
+    budget_list = _budget_list(budgets)
     results = []
-    for k, (chosen, optimal, gap) in zip(k_list, _solve(inst, [float(k) for k in k_list], time_limit, solver)):
+    for budget, (chosen, optimal, gap) in zip(budget_list, _solve(inst, budget_list, time_limit, solver)):
         networks, assignment = _finish(inst, chosen)
         total = math.fsum(_best_per_task(networks, inst.tasks, max)) / len(inst.tasks)
-        results.append(Selection(k, networks, total, optimal, gap, assignment))
+        results.append(Selection(budget, networks, total, optimal, gap, assignment))
     return results
 
 
@@ -622,6 +654,46 @@ def _subset_matrix(k: int) -> np.ndarray:
     return (r[:, None] >> np.arange(k, dtype=np.int64)) & 1
 
 
+#: Most (candidate, candidate) pairs `_prune` holds at once (with their loss rows: about 2 MiB per task).
+PRUNE_CHUNK_PAIRS = 1 << 18
+
+
+def _superset_pairs(masks: np.ndarray, bits: np.ndarray, n: int):
+    """Yields (i, j) index arrays of candidate pairs with S(i) ⊆ S(j), i != j, in chunks of bounded size.
+
+    Candidates with few tasks outside their set enumerate their supermasks (2^k each, k = tasks outside)
+    and look them up; the others, whose supermasks outnumber the candidates, are compared with every
+    candidate directly. Either way at most about `PRUNE_CHUNK_PAIRS` pairs are held at a time."""
+    N = len(masks)
+    order = np.argsort(masks, kind="stable")
+    sorted_masks = masks[order]
+    free = n - _popcount(masks)
+    for k in np.unique(free):
+        rows = np.flatnonzero(free == k)
+        if (1 << int(k)) <= N:  # enumerate the supermasks of each row: 2^k per row
+            step = max(1, PRUNE_CHUNK_PAIRS >> int(k))
+            sub = _subset_matrix(int(k)).T
+            for lo in range(0, len(rows), step):
+                chunk = rows[lo:lo + step]
+                comp = np.nonzero(~bits[chunk])[1].reshape(len(chunk), int(k))
+                supers = (masks[chunk, None] | ((np.int64(1) << comp) @ sub)).ravel()
+                first = np.searchsorted(sorted_masks, supers, "left")
+                count = np.searchsorted(sorted_masks, supers, "right") - first
+                i = np.repeat(np.repeat(chunk, 1 << int(k)), count)
+                j = order[np.repeat(first, count) + np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)]
+                keep = i != j
+                yield i[keep], j[keep]
+        else:  # compare with every candidate: N per row
+            step = max(1, PRUNE_CHUNK_PAIRS // N)
+            for lo in range(0, len(rows), step):
+                chunk = rows[lo:lo + step]
+                inside = (masks[None, :] & masks[chunk, None]) == masks[chunk, None]
+                r, j = np.nonzero(inside)
+                i = chunk[r]
+                keep = i != j
+                yield i[keep], j[keep]
+
+
 def _prune(inst: _Instance, max_budget: float) -> np.ndarray:
     """Indices of the candidates that fit the largest budget and are not dominated."""
     n = inst.n
@@ -630,21 +702,9 @@ def _prune(inst: _Instance, max_budget: float) -> np.ndarray:
         return alive
     masks, costs, values = inst.masks[alive], inst.costs[alive], inst.values[alive]
     bits = _mask_bits(masks, n)
-    # Pairs (i, j) with S(i) ⊆ S(j): the supermasks of each i, then the candidates with that mask;
-    # one group of i (same number k of tasks outside S(i)) at a time to bound memory.
-    order = np.argsort(masks, kind="stable")
-    sorted_masks = masks[order]
-    free = n - _popcount(masks)
     dominated = np.zeros(len(alive), bool)
-    for k in np.unique(free):
-        rows = np.flatnonzero(free == k)
-        comp = np.nonzero(~bits[rows])[1].reshape(len(rows), k)
-        supers = (masks[rows, None] | ((1 << comp) @ _subset_matrix(k).T)).ravel()
-        lo = np.searchsorted(sorted_masks, supers, "left")
-        count = np.searchsorted(sorted_masks, supers, "right") - lo
-        i = np.repeat(np.repeat(rows, 1 << k), count)
-        j = order[np.repeat(lo, count) + np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)]
-        keep = (i != j) & (costs[j] <= costs[i])
+    for i, j in _superset_pairs(masks, bits, n):
+        keep = costs[j] <= costs[i]
         i, j = i[keep], j[keep]
         on_i = bits[i]
         vi, vj = values[i], values[j]

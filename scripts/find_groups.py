@@ -4,8 +4,10 @@
     python scripts/find_groups.py --tasks seg,depth,normals,edges --budget 2
 
 Trains what the --method needs on the embedded scenes (or --data nyuv2:DIR,
-cityscapes:DIR, celeba:DIR, or a Taskonomy-layout directory), chooses the best networks for every budget (one value, a
-list 1,2,3 or a range 1:5:0.5; one solve gives the whole curve), prints them
+cityscapes:DIR, celeba:DIR, or a Taskonomy-layout directory), chooses the best
+networks for every budget (one value, a list 1,2,3 or a range 1:5:0.5; one
+solve gives the whole curve; in multiples of one full-size single-task network
+in the --cost, FLOPs by default), prints them
 beside the baselines and writes report.json, report.md, affinity.png and
 curve.png to --out. Every finished network is kept in --out/store.sqlite:
 rerun the same command with the same --out after an interruption and it
@@ -33,6 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from grouping.costs import COST_KINDS, DEFAULT_COST
     from grouping.find_groups import DEFAULT_METHOD, DEFAULT_STEPS
     from grouping.methods import ESA_FRACTION, QUICK_FRACTION, SURROGATE_SAMPLES, method_names
     from grouping.objective import DEFAULT_OBJECTIVE, OBJECTIVES
@@ -41,7 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(description=__doc__.split("\n\n")[0], formatter_class=options.HelpFormatter)
     p.add_argument("--tasks", default="seg,depth,normals,edges", help="task names or aliases, comma-separated (at least 2)")
     p.add_argument("--budget", "--budgets", dest="budget", default="2",
-                   help="inference budget(s) in full-size networks: 2, a list 1,2,3 or a range 1:5:0.5")
+                   help="inference budget(s) in multiples of one full-size single-task network in the --cost (1 = "
+                        "their mean over the tasks asked for): 2, a list 1,2,3 or a range 1:5:0.5; budgets below the "
+                        "cheapest cover are reported infeasible, the others answered")
+    p.add_argument("--cost", default=DEFAULT_COST,
+                   help=f"{' | '.join(COST_KINDS)}: what a network costs: flops = XLA's forward FLOPs, encoder and "
+                        "decoders; latency = measured forward time on this device; nominal = Standley's units "
+                        "(a full-size network 1 whatever its decoders, a half-size single 0.5)")
+    p.add_argument("--latency-batch", type=int, default=1, help="--cost latency: images per timed forward batch")
     p.add_argument("--method", default=DEFAULT_METHOD, help=f"{' | '.join(method_names())}")
     p.add_argument("--objective", default=DEFAULT_OBJECTIVE,
                    help=f"{' | '.join(OBJECTIVES)}: relative = mean over tasks of the "
@@ -90,6 +100,8 @@ def main(argv=None) -> int:
         budgets=parse_budgets(args.budget),
         method=args.method,
         objective=args.objective,
+        cost=args.cost,
+        latency_batch=args.latency_batch,
         data=DataSpec(args.data, args.resolution, args.data_seed, counts),
         steps=args.steps,
         batch_size=args.batch_size,

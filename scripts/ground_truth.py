@@ -19,8 +19,17 @@ store in --run-dir (kill it and rerun: finished networks are kept). Writes to
   mean/results*.txt                                       the same, mean over seeds
   ground_truth.json      every network's losses, the affinity matrices, settings
   evaluation.json/.md    test totals, regrets, per-task changes, pairwise transfers, seeds
-                         (grouping/groundtruth.py), under --objective (default relative)
+                         (grouping/groundtruth.py), under --objective (default relative),
+                         budgets in Standley's nominal units
+  evaluation_flops.json/.md, curve_flops.png
+                         the same with the networks' measured FLOPs as costs (budgets in
+                         multiples of the mean full-size single-task network's FLOPs)
   curve.png              total test loss against budget, like Standley's figure
+
+`--cost` picks the views (default nominal,flops; latency measures every
+network's forward time on this machine, cached in --run-dir's store, and
+writes evaluation_latency.*). FLOPs come from the model, not the training, so
+`--evaluate-only --cost flops` re-evaluates a committed record.
 
 `--methods a,b` collects only those methods' evidence for every seed
 (`Method.collect`: lookahead trains its probe run, surrogate draws its sample
@@ -89,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", default="1:5:0.5", help="budgets of the curves: a number, a list or a range")
     p.add_argument("--objective", default=DEFAULT_OBJECTIVE, choices=OBJECTIVES,
                    help="what the totals are: relative (mean of loss / single-task loss) or loss (sum)")
+    p.add_argument("--cost", default="nominal,flops",
+                   help="the cost views to evaluate, comma-separated: nominal (Standley's units, evaluation.*), "
+                        "flops (evaluation_flops.*), latency (evaluation_latency.*)")
+    p.add_argument("--latency-batch", type=int, default=1, help="--cost latency: images per timed forward batch")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where the tables, ground_truth.json and the evaluation go")
     p.add_argument("--run-dir", default=str(ROOT / "runs" / "ground_truth"), help="results store and checkpoints")
     p.add_argument("--devices", type=int, default=None, help="ensembles: devices to shard over (default all local ones)")
@@ -330,6 +343,12 @@ def main(argv=None) -> int:
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds needs distinct seeds, got {args.seeds!r}")
     budgets = parse_budgets(args.budgets)
+    from grouping.costs import check_cost_kind
+
+    kinds = [check_cost_kind(k.strip()) for k in args.cost.split(",") if k.strip()]
+    if not kinds or len(set(kinds)) != len(kinds):
+        raise ValueError(f"--cost needs distinct cost kinds, got {args.cost!r}")
+    options.at_least("--latency-batch", args.latency_batch, 1)
     out = Path(args.out)
     if args.methods is not None and args.evaluate_only:
         raise ValueError("--methods collects and merges; --evaluate-only trains nothing: give one of them")
@@ -350,19 +369,41 @@ def main(argv=None) -> int:
     cost_file = ROOT / "benchmarks" / "results" / "estimation_cost.json"
     if cost_file.is_file():
         costs = json.loads(cost_file.read_text()).get("units")
-    ev = G.evaluate(gt, budgets, costs, args.objective)
     constants = constant_test_losses(gt)
     if constants is not None and gt.get("constant_test_losses") != constants:  # kept for later renderers
         gt["constant_test_losses"] = {t: float(v) for t, v in constants.items()}
         (out / "ground_truth.json").write_text(json.dumps(gt, indent=1) + "\n")
-    ev["setting"] = check_setting(gt, ev, constants)
-    (out / "evaluation.json").write_text(json.dumps(ev, indent=1) + "\n")
-    md = G.markdown(ev) + "\n" + setting_markdown(ev["setting"])
-    (out / "evaluation.md").write_text(md)
-    G.plot(ev, out / "curve.png")
-    print(md)
+    views = {kind: evaluation_view(args, gt, budgets, costs, kind) for kind in kinds}  # all computed, then written
+    for kind, ev in views.items():
+        suffix = "" if kind == "nominal" else f"_{kind}"
+        md = G.markdown(ev)
+        if kind == "nominal":  # the setting's checks are defined on Standley's budgets
+            ev["setting"] = check_setting(gt, ev, constants)
+            md += "\n" + setting_markdown(ev["setting"])
+        (out / f"evaluation{suffix}.json").write_text(json.dumps(ev, indent=1) + "\n")
+        (out / f"evaluation{suffix}.md").write_text(md)
+        G.plot(ev, out / f"curve{suffix}.png")
+        print(f"## budgets in {G.budget_unit(ev)}\n\n{md}")
     print(f"wrote {out}")
     return 0
+
+
+def evaluation_view(args, gt: dict, budgets, costs, kind: str) -> dict:
+    """The evaluation with the networks priced by `kind` (nominal: Standley's units, no cost table)."""
+    from grouping import groundtruth as G
+    from grouping.costs import cost_table
+    from grouping.store import ResultsStore
+
+    if kind == "nominal":
+        return G.evaluate(gt, budgets, costs, args.objective)
+    resolution = gt["settings"]["data"]["resolution"]
+    if kind == "flops":
+        table = cost_table(gt["tasks"], kind, resolution=resolution)
+    else:  # latency: measured on this machine, cached in the run directory's store
+        with ResultsStore(Path(args.run_dir) / "store.sqlite", lock=False) as store:
+            table = cost_table(gt["tasks"], kind, resolution=resolution, latency_batch=args.latency_batch,
+                               store=store, progress=not args.quiet)
+    return G.evaluate(gt, budgets, costs, args.objective, table)
 
 
 if __name__ == "__main__":

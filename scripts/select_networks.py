@@ -10,8 +10,12 @@ Examples (from the repository root):
 Tables: Standley's tab-separated format (``--tasks`` names its columns;
 default s,d,n,k,t), a ``network,task,loss[,cost]`` CSV (``--tasks``: the
 tasks to cover), or for ``--objective tag`` a JSON affinity matrix
-(``--tasks``: the tasks to group; budgets are numbers of groups).  Bad input
-prints one line starting with 'error:' on stderr and exits with status 2.
+(``--tasks``: the tasks to group; budgets are numbers of groups).  Budgets
+are in the table's costs (Standley's: a full-size network 1, a half-size one
+0.5; a CSV's ``cost`` column).  Budgets below the cheapest selection covering
+every task are answered "infeasible" with that minimum, the others solved;
+only a list with no feasible budget is an error.  Bad input prints one line
+starting with 'error:' on stderr and exits with status 2.
 
 Objectives: ``loss`` (default; Standley's sum of the tasks' losses),
 ``relative`` (the mean over tasks of each task's loss over its full-size
@@ -26,6 +30,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,10 +39,12 @@ from grouping.selection import (  # noqa: E402
     Selection,
     SelectionError,
     hoa_candidates,
+    minimum_budget,
     score,
     score_tag,
     select_groups_tag,
     select_networks,
+    split_budgets,
 )
 from grouping.objective import get_objective  # noqa: E402
 from grouping.tables import parse_budgets, read_affinity, read_loss_table  # noqa: E402
@@ -70,8 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> list[tuple[Selection, float | None]]:
-    """Solve as asked: (selection, test total or None) per budget."""
+class Infeasible(NamedTuple):
+    """A budget below the cheapest selection covering every task."""
+
+    budget: float
+    minimum: float
+
+
+def run(args: argparse.Namespace) -> list[tuple[Selection, float | None] | Infeasible]:
+    """Solve as asked: (selection, test total or None) per feasible budget, `Infeasible` for the others."""
     if args.method not in METHODS:
         raise SelectionError(f"unknown method {args.method!r} (use {' or '.join(METHODS)})")
     if args.objective not in OBJECTIVES:
@@ -79,6 +93,19 @@ def run(args: argparse.Namespace) -> list[tuple[Selection, float | None]]:
     if args.time_limit is not None and not (args.time_limit > 0 and math.isfinite(args.time_limit)):
         raise SelectionError("--time-limit must be a positive number of seconds")
     budgets = parse_budgets(args.budgets)
+    if args.objective == "tag":
+        minimum = 1.0  # one group of every task
+    else:
+        tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+        table = read_loss_table(args.table, tasks, allow_missing=args.allow_missing)
+        minimum = minimum_budget(table.networks, tasks=table.tasks)
+    feasible, _ = split_budgets(budgets, minimum)
+    solved = iter(_solve(args, feasible))
+    return [next(solved) if b in feasible else Infeasible(b, minimum) for b in budgets]
+
+
+def _solve(args: argparse.Namespace, budgets: list[float]) -> list[tuple[Selection, float | None]]:
+    """(selection, test total or None) per budget, every budget feasible."""
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
     if args.objective == "tag":
         if args.method != "optimal":
@@ -106,29 +133,30 @@ def _on_objective(objective, networks, measured, tasks):
     return objective.table(networks, objective.reference({nw.label: nw.losses for nw in measured}, tasks))
 
 
-def to_json(args: argparse.Namespace, rows: list[tuple[Selection, float | None]]) -> dict:
-    return {
-        "objective": args.objective,
-        "method": args.method,
-        "results": [
-            {
-                "budget": sel.budget,
-                "networks": [{"tasks": list(nw.tasks), "cost": nw.cost} for nw in sel.networks],
-                "selection_total": sel.total,
-                "test_total": test_total,
-                "optimal": sel.optimal,
-            }
-            for sel, test_total in rows
-        ],
-    }
+def to_json(args: argparse.Namespace, rows: list) -> dict:
+    results = []
+    for row in rows:
+        if isinstance(row, Infeasible):
+            results.append({"budget": row.budget, "feasible": False, "minimum_budget": row.minimum})
+            continue
+        sel, test_total = row
+        results.append({"budget": sel.budget, "feasible": True,
+                        "networks": [{"tasks": list(nw.tasks), "cost": nw.cost} for nw in sel.networks],
+                        "selection_total": sel.total, "test_total": test_total, "optimal": sel.optimal})
+    return {"objective": args.objective, "method": args.method, "results": results}
 
 
-def render(args: argparse.Namespace, rows: list[tuple[Selection, float | None]]) -> str:
+def render(args: argparse.Namespace, rows: list) -> str:
     """Readable text: one block per budget, one line per chosen network."""
     tag = args.objective == "tag"
     what = {"tag": "mean score", "relative": "mean relative loss"}.get(args.objective, "total loss")
     out = []
-    for sel, test_total in rows:
+    for row in rows:
+        if isinstance(row, Infeasible):
+            out.append(f"{'groups <=' if tag else 'budget'} {row.budget:g}: infeasible, the cheapest selection "
+                       f"covering every task costs {row.minimum:g}")
+            continue
+        sel, test_total = row
         head = f"{'groups <=' if tag else 'budget'} {sel.budget:g}: selection {what} {sel.total:.6f}"
         if test_total is not None:
             head += f", test {what} {test_total:.6f}"

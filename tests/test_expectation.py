@@ -49,7 +49,7 @@ def stand_ins(no_training, monkeypatch, tmp_path):
 
 
 def options(tmp_path, method, budgets=(2,), **kw):
-    return Options(tasks=",".join(NAMES), budgets=list(budgets), method=method,
+    return Options(cost="nominal", tasks=",".join(NAMES), budgets=list(budgets), method=method,
                    data=DataSpec("scenes", 32, 0, (16, 8, 8)), steps=40, batch_size=8, out=tmp_path / "run",
                    progress=False, **kw)
 
@@ -100,13 +100,13 @@ def test_the_report_answers_in_the_objective_s_units_over_the_whole_curve(stand_
         base = sel["baselines"][key]["predicted_total"]
         assert sel["expected_percent"][key] == pytest.approx(100 * (sel["predicted_total"] / base - 1))
     table = printed[-3]
-    assert "budget 2: expected mean relative loss" in table and "one all-task network (" in table
+    assert "budget 2 [full-size networks, nominal]: expected mean relative loss" in table and "one all-task network (" in table
     assert "independent networks (half size, " in table and "random groupings (" in table
     assert ("lookahead's choices at budgets 1 to 5 were on average +0.50% ± 0.20% (seed std) worse than the best "
             "possible choice") in table and "a random grouping: +3.00% ± 1.00%" in table
     assert report["trust"]["mean"] == 0.5 and report["trust"]["source"] == str(grouping.expectation.EVALUATION)
     md = (tmp_path / "run" / "report.md").read_text()
-    assert "## What to expect" in md and "- budget 2: expected mean relative loss" in md and "![curve](curve.png)" in md
+    assert "## What to expect" in md and "- budget 2 [full-size networks, nominal]: expected mean relative loss" in md and "![curve](curve.png)" in md
     series = curve_series(report)
     assert series["lookahead (expected)"] == (curve["budgets"], curve["method"])
     assert series["independent networks (expected)"][0] == [1.5, 2.0, 2.5, 3.0]
@@ -122,7 +122,7 @@ def test_a_method_without_predictions_says_so_and_draws_its_score(stand_ins):
     from grouping.report import format_table
 
     table = format_table(report)
-    assert "budget 2: tag predicts no losses, so no expected mean relative loss (its TAG score: " in table
+    assert "budget 2 [full-size networks, nominal]: tag predicts no losses, so no expected mean relative loss (its TAG score: " in table
     assert "tag has not been evaluated on the ground truth" in table
     assert "--methods tag" in table and "not a loss" in table
     assert (tmp_path / "run" / "curve.png").stat().st_size > 0

@@ -21,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "find_groups.py"
-TINY = ["--tasks", "seg,depth", "--budget", "1:2.5:0.5", "--method", "exhaustive", "--resolution", "32",
+TINY = ["--tasks", "seg,depth", "--budget", "1:2.5:0.5", "--method", "exhaustive", "--cost", "nominal", "--resolution", "32",
         "--counts", "16,8,8", "--steps", "20", "--batch-size", "8", "--checkpoint-every", "10", "--quiet"]
 
 
@@ -244,6 +244,9 @@ def run_main(argv, capsys):
     (["--tasks", "seg,depth", "--method", "surrogate", "--surrogate-samples", "-1"],
      ["--surrogate-samples must be at least 0"]),
     (["--tasks", "seg,depth", "--method", "lookahead", "--every", "0"], ["--every must be at least 1"]),
+    (["--tasks", "seg,depth", "--cost", "watts"], ["unknown cost kind 'watts'", "nominal, flops, latency"]),
+    (["--tasks", "seg,depth", "--cost", "latency", "--latency-batch", "0"], ["--latency-batch must be at least 1"]),
+    (["--tasks", "seg,depth", "--budget", "0.5,1.1", "--resolution", "32"], ["minimum feasible budget is 1.19529"]),
 ])
 def test_bad_arguments(args, fragments, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))

@@ -214,7 +214,7 @@ def test_the_evaluation_chooses_what_find_groups_chooses(objective, tmp_path, mo
         **{split: {t: {"loss": v} for t, v in rec["affinity_run"][split].items()} for split in ("validation", "test")}})
 
     def options(method):
-        return Options(tasks=",".join(names), budgets=list(BUDGETS), method=method, objective=objective,
+        return Options(cost="nominal", tasks=",".join(names), budgets=list(BUDGETS), method=method, objective=objective,
                        data=DataSpec("scenes", 32, 0, (16, 8, 8)), steps=40, out=tmp_path / "run", progress=False,
                        overwrite=True)  # one run directory for every method: each report replaces the last
 

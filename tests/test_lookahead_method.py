@@ -79,7 +79,7 @@ def test_the_estimate_through_the_store_and_the_record_round_trip(tmp_path, no_t
     method = get_method("lookahead")
     settings = MethodSettings(every=5)
     assert method.cost(NAMES, 40, settings).trainings == 2 * 3 + 1
-    opts = Options(tasks=",".join(NAMES), budgets=[1, 1.5, 2, 3], method="lookahead", every=5,
+    opts = Options(cost="nominal", tasks=",".join(NAMES), budgets=[1, 1.5, 2, 3], method="lookahead", every=5,
                    data=DataSpec("scenes", 32, 0, (16, 8, 8)), steps=40, batch_size=8, out=tmp_path / "run",
                    progress=False)
     s = setup(opts)

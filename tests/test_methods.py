@@ -31,7 +31,7 @@ TASKS = ("seg", "depth", "normals", "edges")
 
 
 def options(tmp_path, method, tasks=TASKS, budgets=(1, 1.5, 2, 3), **kw):
-    return Options(tasks=",".join(tasks), budgets=list(budgets), method=method,
+    return Options(cost="nominal", tasks=",".join(tasks), budgets=list(budgets), method=method,
                    data=DataSpec("scenes", 32, 0, (16, 8, 8)), steps=40, batch_size=8, out=tmp_path / "run",
                    progress=False, **kw)
 

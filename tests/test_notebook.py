@@ -31,7 +31,7 @@ TASKS = "seg,depth,edges"
 
 
 def write_report(tmp_path, method, verify=False) -> Path:
-    opts = Options(tasks=TASKS, budgets=[1, 1.5, 2, 3], method=method, data=DataSpec("scenes", 32, 0, (16, 8, 8)),
+    opts = Options(cost="nominal", tasks=TASKS, budgets=[1, 1.5, 2, 3], method=method, data=DataSpec("scenes", 32, 0, (16, 8, 8)),
                    steps=10, out=tmp_path / method, progress=False, verify=verify)
     s = setup(opts)
     rng = random.Random(0)

@@ -65,7 +65,7 @@ def test_json_output_reproduces_published_curve():
     assert [r["budget"] for r in report["results"]] == [1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5]
     assert [r["test_total"] for r in report["results"]] == pytest.approx(expected["hoa"], abs=1e-5)
     first = report["results"][0]
-    assert set(first) == {"budget", "networks", "selection_total", "test_total", "optimal"}
+    assert set(first) == {"budget", "feasible", "networks", "selection_total", "test_total", "optimal"}
     assert first["networks"] == [{"tasks": ["s", "d", "n", "k", "t"], "cost": 1.0}] and first["optimal"] is True
 
 
@@ -143,8 +143,36 @@ def test_nan_and_negative_losses(tmp_path):
     assert_input_error(cli("--table", negative, "--tasks", "a,b", "--budgets", "1"), "neg.txt:3:", "network 'b'", "-0.2")
 
 
-def test_budget_below_cheapest_cover(small_csv):
-    assert_input_error(cli("--table", small_csv, "--budgets", "0.5,2"), "budget 0.5", "minimum feasible budget is 1")
+#: Two tasks whose cheapest cover is the two singles, 0.6 + 0.519 = 1.119 (the pair costs 1.3).
+COSTED_CSV = "network,task,loss,cost\na,a,0.5,0.6\nb,b,0.4,0.519\na+b,a,0.3,1.3\na+b,b,0.35,1.3\n"
+
+
+def test_budget_below_cheapest_cover(small_csv, tmp_path):
+    assert_input_error(cli("--table", small_csv, "--budgets", "0.5,0.9"), "budget 0.9", "minimum feasible budget is 1")
+    table = tmp_path / "costed.csv"
+    table.write_text(COSTED_CSV)
+    # A list partly below the cheapest cover: the feasible budgets answered, the others marked with the minimum.
+    result = cli("--table", table, "--budgets", "1,1.7,2.4", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["results"]
+    assert rows[0] == {"budget": 1.0, "feasible": False, "minimum_budget": pytest.approx(1.119)}
+    # By hand: 1.7 buys the singles (0.9, cost 1.119) or the pair (0.65, cost 1.3); 2.4 also the pair with the
+    # single b (0.3 + min(0.35, 0.4) = 0.65, cost 1.819): no better, so the pair alone (lowest cost).
+    assert [r["feasible"] for r in rows] == [False, True, True]
+    assert [r["selection_total"] for r in rows[1:]] == [pytest.approx(0.65), pytest.approx(0.65)]
+    assert [[nw["tasks"] for nw in r["networks"]] for r in rows[1:]] == [[["a", "b"]], [["a", "b"]]]
+    text = cli("--table", table, "--budgets", "1,1.7")
+    assert text.returncode == 0 and "budget 1: infeasible, the cheapest selection covering every task costs 1.119" \
+        in text.stdout and "budget 1.7: selection total loss 0.650000" in text.stdout
+    # No feasible budget at all: an error naming the minimum.
+    assert_input_error(cli("--table", table, "--budgets", "1,1.1"), "minimum feasible budget is 1.119")
+
+
+@pytest.mark.parametrize("cost", ["0", "-1", "nan"])
+def test_a_zero_negative_or_nan_cost_is_refused(tmp_path, cost):
+    table = tmp_path / "bad.csv"
+    table.write_text(f"network,task,loss,cost\na,a,0.5,{cost}\n")
+    assert_input_error(cli("--table", table, "--budgets", "1"), "bad.csv:2:", "must be finite and > 0")
 
 
 def test_unknown_method_and_other_bad_options(small_csv):

@@ -339,3 +339,30 @@ def test_tag_published_groupings():
         sel = select_groups_tag(read_affinity(f"{path}#{dataset}/tag"), int(k[1:]))[0]
         assert sel.total == pytest.approx(spec["value"], abs=1e-6)
         assert {frozenset(nw.tasks) for nw in sel.networks} == {frozenset(g) for g in spec["groups"]}
+
+
+
+def test_dominance_pruning_bounds_its_memory(monkeypatch):
+    """A pair network among 27 tasks has 2^25 supersets: pruning compares it with the candidates directly
+    instead of enumerating them, and holds a bounded number of pairs at a time (tiny chunks here)."""
+    from grouping import selection as S
+
+    tasks = [f"t{i}" for i in range(27)]
+    rng = np.random.default_rng(1)
+    candidates = [Network((t,), 1.0, {t: 1.0}) for t in tasks]
+    candidates += [Network(tuple(p), 1.2, {t: float(rng.uniform(0.5, 1.5)) for t in p})
+                   for p in itertools.combinations(tasks[:8], 2)]
+    candidates += [Network(tuple(tasks), 3.0, {t: 0.9 for t in tasks}),
+                   Network(tuple(tasks[:3]), 1.5, {t: 2.0 for t in tasks[:3]})]  # dominated by nothing cheaper
+    inst = S._Instance.build(candidates, tasks, sense=1.0)
+    monkeypatch.setattr(S, "PRUNE_CHUNK_PAIRS", 64)
+    kept = set(S._prune(inst, 40.0).tolist())
+    # By hand: N is dominated by M when S(N) ⊆ S(M), c(M) <= c(N), no loss of M above N's and one strictly better.
+    expected = set()
+    for a, n in enumerate(candidates):
+        if not any(set(n.tasks) <= set(m.tasks) and m.cost <= n.cost and all(m.losses[t] <= n.losses[t] for t in n.tasks)
+                   and (set(m.tasks) != set(n.tasks) or m.cost < n.cost or any(m.losses[t] < n.losses[t] for t in n.tasks)
+                        or b < a)
+                   for b, m in enumerate(candidates) if b != a):
+            expected.add(a)
+    assert kept == expected

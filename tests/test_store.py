@@ -116,7 +116,7 @@ def test_a_rerun_reuses_every_stored_network_and_trains_nothing(tmp_path, monkey
     monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", no_training)
     monkeypatch.setattr(DataSpec, "load", lambda self, tasks, **kw: pytest.fail("the data were loaded"))
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
-    opts = Options(tasks="seg,depth,normals", budgets=[1, 2, 3], method="hoa",
+    opts = Options(cost="nominal", tasks="seg,depth,normals", budgets=[1, 2, 3], method="hoa",
                    data=DataSpec("scenes", 32, 0, (16, 8, 8)), steps=20, out=tmp_path / "run", progress=False)
     s = setup(opts)
     with ResultsStore(tmp_path / "run" / "store.sqlite") as store:

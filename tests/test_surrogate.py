@@ -99,7 +99,7 @@ def test_the_estimate_trains_its_sample_predicts_the_rest_and_the_record_rebuild
 
     surrogate = get_method("surrogate")
     settings = MethodSettings(samples=3)
-    opts = Options(tasks=",".join(NAMES), budgets=[1, 2, 3], method="surrogate", samples=3,
+    opts = Options(cost="nominal", tasks=",".join(NAMES), budgets=[1, 2, 3], method="surrogate", samples=3,
                    data=DataSpec("scenes", 32, 0, (16, 8, 8)), steps=40, batch_size=8, out=tmp_path / "run",
                    progress=False, seed=4)
     s = setup(opts)
