@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--out/ground_truth.json (default: every method, a new record)")
     p.add_argument("--balancing", default=None,
                    help="train only the all-task network with these balancing methods (comma-separated, "
-                        "mtl/balancing.py) per seed and merge them into the existing --out/ground_truth.json")
+                        "mtl/balancing.py) per seed and merge them into the existing --out/ground_truth.json (default: none)")
     p.add_argument("--budgets", default="1:5:0.5", help="budgets of the curves: a number, a list or a range")
     p.add_argument("--objective", default=DEFAULT_OBJECTIVE, choices=OBJECTIVES,
                    help="what the totals are: relative (mean of loss / single-task loss) or loss (sum)")
