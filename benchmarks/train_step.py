@@ -101,11 +101,10 @@ def jax_step_fn(data: dict[str, np.ndarray], batch: int, steps: int):
     tx = make_optimizer(cfg)
     run = make_train_fn(graphdef, tasks, tx, cfg)
     device_data = to_device(data, tasks)
-    weights = jnp.ones(len(tasks))
     holder = {"state": initial_state(params, tx)}
 
     def step():
-        holder["state"], losses = run(holder["state"], device_data, weights)
+        holder["state"], losses = run(holder["state"], device_data)
         return losses
 
     return step
@@ -260,7 +259,7 @@ def jax_ensemble_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, mo
 
     def step():
         holder["state"], losses = run(holder["state"], device_data)
-        return losses["seg"]
+        return losses[:, 0]  # (K, T) losses: every member's first task (seg)
 
     return step
 

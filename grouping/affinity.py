@@ -52,93 +52,27 @@ steps in their Taskonomy code).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-LossFn = Callable[[Any], jax.Array]  # params -> (n,) per-task losses on one batch
-Mask = Any  # pytree of bools with params' structure, or a predicate on key paths
-
-
-# ---------------------------------------------------------------------------
-# Which parameters are shared.
-
-
-def key_names(path: Sequence[Any]) -> tuple[str, ...]:
-    """A JAX key path as plain strings: ('encoder', 'down', '0', 'kernel', 'value')."""
-    names = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                names.append(str(getattr(k, attr)))
-                break
-        else:
-            names.append(str(k))
-    return tuple(names)
-
-
-def shared_mask(params: Any, prefix: str | Sequence[str] = "encoder") -> Any:
-    """Pytree of bools with params' structure: True on the leaves under `prefix`.
-
-    `prefix` is a top-level key ("encoder", the shared trunk of
-    `mtl.model.MultiTaskNet`) or a path ("encoder/down" or a tuple of names).
-    Raises ValueError when no leaf matches (a misspelt prefix would otherwise
-    make every affinity 0).
-    """
-    parts = tuple(prefix.split("/")) if isinstance(prefix, str) else tuple(map(str, prefix))
-    mask = jax.tree_util.tree_map_with_path(lambda p, _: key_names(p)[: len(parts)] == parts, params)
-    if not any(jax.tree.leaves(mask)):
-        tops = sorted({key_names(p)[0] for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]})
-        raise ValueError(f"no parameter lies under {'/'.join(parts)!r}; top-level keys: {', '.join(tops)}")
-    return mask
-
-
-def _flags(params: Any, is_shared: Mask) -> tuple[bool, ...]:
-    """One static bool per leaf of params (flattening order)."""
-    if callable(is_shared):
-        flags = [bool(is_shared(p)) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-    else:
-        treedef = jax.tree.structure(params)
-        try:
-            leaves = treedef.flatten_up_to(is_shared)
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"is_shared must have the structure of params: {e}") from None
-        flags = []
-        for leaf in leaves:
-            if isinstance(leaf, jax.core.Tracer):
-                raise TypeError("is_shared must hold static Python bools, not traced arrays "
-                                "(close over the mask instead of passing it through jit)")
-            flags.append(bool(np.asarray(leaf)))
-    if not any(flags):
-        raise ValueError("is_shared marks no parameter as shared")
-    return tuple(flags)
+from mtl.pertask import (  # noqa: F401  (re-exported: the per-task gradients live in mtl.pertask)
+    LossFn,
+    Mask,
+    SplitLoss,
+    _flags,
+    _per_task,
+    _PerTask,
+    _rebuild,
+    key_names,
+    shared_mask,
+)
 
 
 # ---------------------------------------------------------------------------
 # The estimators.
-
-
-class SplitLoss(NamedTuple):
-    """A per-task loss given as a shared trunk and per-task heads, which makes
-    the n per-task gradients much cheaper than with a plain `loss_fn` (the
-    whole affinity step 1.7x faster on the standard 4-task network).
-
-    The loss is ``heads(params, stack_n(features(params)))``. Contract:
-    `features` reads only the shared parameters (its output: any pytree);
-    `heads` gets the features with a leading task axis of size `n_tasks`,
-    task j's loss must read only row j of it, and it must not read the
-    shared parameters. Then one pull-back through the heads (cotangent 1 on
-    every loss) gives every task's own feature gradient, and only the trunk's
-    backward runs n times (batched). With a plain loss_fn, each of the n
-    batched backward passes runs through all n heads (n^2 head backwards).
-    See `multitask_net_loss` for `mtl.model.MultiTaskNet`.
-    """
-
-    features: Callable[[Any], Any]
-    heads: Callable[[Any, Any], jax.Array]
-    n_tasks: int
 
 
 class AffinityResult(NamedTuple):
@@ -157,69 +91,6 @@ class AffinityResult(NamedTuple):
     affinity: jax.Array
     cosine: jax.Array
     grad: Any
-
-
-class _PerTask(NamedTuple):
-    losses: jax.Array  # (n,)
-    shared: list  # shared leaves' per-task gradients, each (n, *leaf.shape)
-    total: Any  # weighted total gradient, params' structure
-    stepped: Callable  # [shared leaves] -> (n,) losses at those shared leaves
-
-
-def _rebuild(treedef, flags, shared, other):
-    it_s, it_o = iter(shared), iter(other)
-    return jax.tree.unflatten(treedef, [next(it_s) if f else next(it_o) for f in flags])
-
-
-def _per_task(loss, params, flags, weights) -> _PerTask:
-    leaves, treedef = jax.tree.flatten(params)
-    sh = [x for x, f in zip(leaves, flags) if f]
-    ot = [x for x, f in zip(leaves, flags) if not f]
-    if isinstance(loss, SplitLoss):
-        return _per_task_split(loss, treedef, flags, sh, ot, weights)
-
-    def stepped(new_sh):
-        return loss(_rebuild(treedef, flags, new_sh, ot))
-
-    losses, pullback = jax.vjp(loss, params)
-    if losses.ndim != 1:
-        raise ValueError(f"loss_fn must return a vector of per-task losses, got shape {losses.shape}")
-    # Task i's gradient = the pull-back of the i-th one-hot cotangent; the n
-    # backward passes run batched.
-    (grads,) = jax.vmap(pullback)(jnp.eye(losses.shape[0], dtype=losses.dtype))
-    g_leaves = jax.tree.leaves(grads)
-    w = None if weights is None else jnp.asarray(weights)
-    total = [g.sum(0) if w is None else jnp.tensordot(w.astype(g.dtype), g, axes=1) for g in g_leaves]
-    return _PerTask(losses, [g for g, f in zip(g_leaves, flags) if f],
-                    jax.tree.unflatten(treedef, total), stepped)
-
-
-def _per_task_split(loss: SplitLoss, treedef, flags, sh, ot, weights) -> _PerTask:
-    n = loss.n_tasks
-
-    def feats(s):
-        return loss.features(_rebuild(treedef, flags, s, ot))
-
-    def heads(o, zs):
-        return loss.heads(_rebuild(treedef, flags, sh, o), zs)
-
-    def stack(z):
-        return jax.tree.map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), z)
-
-    def stepped(new_sh):
-        return loss.heads(_rebuild(treedef, flags, sh, ot), stack(feats(new_sh)))
-
-    z, feats_pullback = jax.vjp(feats, sh)
-    losses, heads_pullback = jax.vjp(heads, ot, stack(z))
-    if losses.shape != (n,):
-        raise ValueError(f"SplitLoss.heads must return ({n},) losses, got shape {losses.shape}")
-    g_heads, dz = heads_pullback(jnp.ones_like(losses))  # dz[j] = dL_j/dfeatures
-    if weights is not None:  # the heads' gradient of sum w_j L_j: one more pull-back
-        g_heads, _ = heads_pullback(jnp.asarray(weights, losses.dtype))
-    (g_sh,) = jax.vmap(feats_pullback)(dz)  # the trunk's n backward passes, batched
-    w = None if weights is None else jnp.asarray(weights)
-    total_sh = [g.sum(0) if w is None else jnp.tensordot(w.astype(g.dtype), g, axes=1) for g in g_sh]
-    return _PerTask(losses, list(g_sh), _rebuild(treedef, flags, total_sh, g_heads), stepped)
 
 
 def _cosine_from(shared_grads: Sequence[jax.Array], eps: float) -> jax.Array:
@@ -308,24 +179,13 @@ def gradient_cosine(loss_fn: LossFn | SplitLoss, params: Any, is_shared: Mask, *
 def multitask_net_loss(graphdef: Any, tasks: Sequence[Any], batch: Mapping[str, jax.Array]) -> SplitLoss:
     """The `SplitLoss` of `mtl.model.MultiTaskNet` (params from
     ``nnx.split(model, nnx.Param)``) on one batch: features = the encoder's
-    output, heads = decoders + `Task.compute_loss`. Equals
+    output, heads = decoders + `Task.compute_loss` (`mtl.train.network_split`,
+    what the training step uses). Equals
     `mtl.train.task_losses(graphdef, params, batch, tasks)`; shared = the
     'encoder' subtree (`shared_mask(params)`)."""
-    from flax import nnx
+    from mtl.train import network_split
 
-    from tasks.registry import decode_image
-
-    tasks = tuple(tasks)
-    x = decode_image(batch["rgb"])
-
-    def features(params):
-        return nnx.merge(graphdef, params).encoder(x)
-
-    def heads(params, zs):
-        decoders = nnx.merge(graphdef, params).decoders
-        return jnp.stack([t.compute_loss(decoders[t.name](zs[j]), batch) for j, t in enumerate(tasks)])
-
-    return SplitLoss(features, heads, len(tasks))
+    return network_split(graphdef, tasks, batch)
 
 
 # ---------------------------------------------------------------------------
@@ -407,40 +267,28 @@ def mean_matrices(measurements: Sequence[AffinityResult] | Sequence[tuple[jax.Ar
 def affinity_probe(n_tasks: int, every: int = 10, probe_lr: float | None = None):
     """A `mtl.train.Probe` measuring TAG and CS every `every` steps.
 
-    On a measured step the per-task gradients come from `affinity_and_cosine`
-    on the step's own minibatch, and their sum (the training gradient) is
-    applied by the optimizer, so the step trains exactly like a plain one
-    with no extra backward pass. The lookahead uses a constant SGD step
+    On a measured step the one training step (`mtl.step.make_step`) computes
+    the per-task gradients on its own minibatch and builds its training
+    gradient from them (their sum, with equal weights), so the step trains
+    exactly like a plain one with no extra backward pass; the measurement is
+    `affinity_and_cosine`'s, from those gradients. The lookahead uses a constant SGD step
     `probe_lr` (default: the peak training rate) and reports Z / probe_lr.
     """
-    from mtl import runtime
-    from mtl.train import Probe, sample_batch
+    from mtl.train import Probe
 
     if every < 1:
         raise ValueError(f"the affinity must be measured every k >= 1 steps, got {every}")
 
-    def make_step(graphdef, tasks, tx, cfg):
-        import optax
-
-        base_key = jax.random.PRNGKey(cfg.seed)
+    def make_measure(graphdef, tasks, tx, cfg):
         lr = cfg.learning_rate if probe_lr is None else probe_lr
 
-        def step(state, data):
-            batch = sample_batch(data, jax.random.fold_in(base_key, state["step"]), cfg.batch_size)
-            r = affinity_and_cosine(multitask_net_loss(graphdef, tasks, batch), state["params"],
-                                    shared_mask(state["params"]), lr, divide_by_lr=True)
-            updates, opt_state = tx.update(r.grad, state["opt_state"], state["params"])
-            return {
-                **state,
-                "params": optax.apply_updates(state["params"], updates),
-                "opt_state": opt_state,
-                "step": state["step"] + 1,
-                "probe": accumulate(state["probe"], r.affinity, r.cosine),
-            }, r.losses
+        def measure(acc, pt, params, flags, updates, opt_state):
+            z = _affinity_from(pt, params, flags, lr, True)
+            return accumulate(acc, z, _cosine_from(pt.shared, 1e-30))
 
-        return runtime.jit(step, donate_argnums=0)
+        return measure
 
-    return Probe(every=every, init=lambda: init_accumulator(n_tasks), make_step=make_step)
+    return Probe(every=every, init=lambda: init_accumulator(n_tasks), make_measure=make_measure)
 
 
 def train_with_affinity(tasks, splits, cfg, *, every: int = 10, checkpoint_dir=None, progress: bool = True) -> dict:

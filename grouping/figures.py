@@ -78,6 +78,8 @@ def curve_series(report: Mapping[str, Any]) -> dict[str, tuple[list[float], list
             for key, label in (("all_in_one", CURVE_LINES["all_in_one"]), ("one_per_task", CURVE_LINES["one_per_task"]),
                                ("random", CURVE_LINES["random_mean"])):
                 add(f"{label} (measured test)", sel["budget"], meas[key]["test_total"] if meas.get(key) else None)
+            for m, b in (meas.get("balanced") or {}).items():  # --balance
+                add(f"all-task network, {m} balancing (measured test)", sel["budget"], b["test_total"])
     return series
 
 

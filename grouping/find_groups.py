@@ -89,6 +89,7 @@ class Options:
     max_members: int | None = None  # ensembles: most networks per compiled program
     command: str | None = None
     overwrite: bool = False  # replace the report of other settings in `out` (see `check_out`)
+    balance: Sequence[str] = ()  # --verify: also the all-task network trained with each (mtl.balancing)
 
     @property
     def method_settings(self) -> MethodSettings:
@@ -139,6 +140,12 @@ def setup(opts: Options) -> Setup:
     options.fraction("--quick-fraction", opts.quick_fraction)
     options.at_least("--every", opts.every, 1)
     options.at_least("--surrogate-samples", opts.samples, 0)
+    from mtl.balancing import get_method as get_balancing
+
+    for b in opts.balance:
+        get_balancing(b)
+    if opts.balance and not opts.verify:
+        raise ValueError("--balance adds balanced all-task networks to --verify's baselines: give --verify too")
     if opts.devices is not None:
         options.at_least("--devices", opts.devices, 1)
     if opts.max_members is not None:
@@ -196,7 +203,7 @@ def find_groups(opts: Options, echo: Callable[[str], None] = print) -> dict[str,
         verify_seconds = 0.0
         if opts.verify:
             t0 = time.perf_counter()
-            verification = verify(runner, est, choices, bases, opts.seed, s.objective)
+            verification = verify(runner, est, choices, bases, opts.seed, s.objective, opts.balance)
             verify_seconds = time.perf_counter() - t0
         others = store.count_other(runner.keys)
     if others:
@@ -259,8 +266,9 @@ def check_out(out: Path, settings: Mapping[str, Any], overwrite: bool = False) -
 
 
 def verify(runner: Runner, est: Estimate, choices: Sequence[Choice], bases: Sequence[Baselines], seed: int,
-           objective: Objective) -> dict[str, Any]:
-    """Trains the chosen networks, the baselines and the full-size singles with the full schedule; test losses."""
+           objective: Objective, balance: Sequence[str] = ()) -> dict[str, Any]:
+    """Trains the chosen networks, the baselines and the full-size singles with the full schedule; test losses.
+    With `balance`, also the all-task network trained with each balancing method (a baseline row each)."""
     names = est.tasks
     rng = np.random.default_rng(seed)
     samples: list[list[list[NetSpec]]] = []
@@ -275,6 +283,8 @@ def verify(runner: Runner, est: Estimate, choices: Sequence[Choice], bases: Sequ
             specs += [s for p in picked for s in p]
         samples.append(picked)
     specs += [NetSpec((t,), FULL_SIZE) for t in names]  # the references: independent full-size networks
+    balanced = {m: NetSpec(tuple(names), FULL_SIZE, m) for m in balance}
+    specs += list(balanced.values())
     trained = runner.train(specs, phase="verify")
     test = {s.label: {t: tr.loss(t, "test") for t in s.tasks} for s, tr in trained.items()}
     reference = objective.reference(test, names)
@@ -297,6 +307,8 @@ def verify(runner: Runner, est: Estimate, choices: Sequence[Choice], bases: Sequ
                                "samples": [[list(s.tasks) for s in p] for p in picked], "sample_totals": totals}
         else:
             entry["random"] = None
+        if balanced and choice.budget >= 1:  # one all-task network: fits every budget of at least 1
+            entry["balanced"] = {m: measured([spec]) for m, spec in balanced.items()}
         out.append(entry)
     return {"per_budget": out, "networks": {s.label: {"test": test[s.label],
                                                       "validation": {t: tr.loss(t) for t in s.tasks},

@@ -120,6 +120,45 @@ def merge(gt: dict[str, Any], seed: str, evidence: Mapping[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Balancing baselines: the all-task network trained with each method of mtl.balancing.
+
+#: Prefix of a balancing baseline's key in the evaluation ("balanced:mgda").
+BALANCED = "balanced:"
+
+
+def balancing_in(record: Mapping[str, Any]) -> tuple[str, ...]:
+    """The balancing methods whose all-task network one seed's record holds (``record["balanced"]``)."""
+    return tuple(record.get("balanced", {}))
+
+
+def collect_balanced(runner, methods: Sequence[str]) -> dict[str, Any]:
+    """Trains (or reads back from the store) the all-task network once per balancing method:
+    ``{"balanced": {method: {"validation": {task: loss}, "test": {task: loss}}}, "seconds": {...}}``."""
+    from grouping.runner import FULL_SIZE, NetSpec
+    from mtl.balancing import get_method as get_balancing
+
+    for m in methods:
+        get_balancing(m)
+    start = len(runner.log)
+    specs = {m: NetSpec(runner.names, FULL_SIZE, m) for m in methods}
+    trained = runner.train(specs.values(), phase="balancing")
+    out = {m: {split: {t: trained[spec].loss(t, split) for t in runner.names} for split in ("validation", "test")}
+           for m, spec in specs.items()}
+    return {"balanced": out, "seconds": {"balancing": math.fsum(e["seconds"] for e in runner.log[start:])}}
+
+
+def balanced_rows(record: Mapping[str, Any], names: Sequence[str], budgets: Sequence[float], obj: Objective,
+                  reference, methods: Sequence[str]) -> dict[str, list[float | None]]:
+    """``{"balanced:<method>": its test total at every budget}``: one all-task network costs 1, so the
+    same total at every budget of at least 1 (None below)."""
+    out = {}
+    for m in methods:
+        total = obj.total({t: record["balanced"][m]["test"][t] for t in names}, reference)
+        out[BALANCED + m] = [total if b >= 1 else None for b in budgets]
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Evaluating (no training).
 
 
@@ -143,8 +182,10 @@ def pairwise_transfer(losses: Mapping[str, Mapping[str, float]], names: Sequence
 
 def evaluate_seed(record: Mapping[str, Any], names: Sequence[str], budgets: Sequence[float],
                   objective: str | Objective = DEFAULT_OBJECTIVE,
-                  estimators: Sequence[str] | None = None, network_costs: CostTable | None = None) -> dict[str, Any]:
-    """Test totals of every method (`choices`) and baseline at every budget for one seed's record."""
+                  estimators: Sequence[str] | None = None, network_costs: CostTable | None = None,
+                  balanced: Sequence[str] = ()) -> dict[str, Any]:
+    """Test totals of every method (`choices`) and baseline at every budget for one seed's record
+    (and of the all-task network trained with each of the `balanced` methods: `balanced_rows`)."""
     obj = get_objective(objective)
     test = record["test"]
     reference = obj.reference(test, names)
@@ -156,8 +197,9 @@ def evaluate_seed(record: Mapping[str, Any], names: Sequence[str], budgets: Sequ
     for key, column in (("all_in_one", "all_in_one"), ("independent", "one_per_task"),
                         ("random_mean", "random_mean"), ("random_worst", "random_worst")):
         totals[key] = [row[column] for row in base]
+    totals.update(balanced_rows(record, names, budgets, obj, reference, balanced))
     regret = {m: [100 * (totals[m][i] - totals["optimal"][i]) / totals["optimal"][i] for i in range(len(budgets))]
-              for m in methods + ("random_mean", "random_worst")}
+              for m in methods + ("random_mean", "random_worst") + tuple(BALANCED + b for b in balanced)}
     changes = {m: [task_changes(per_task_losses(c.specs, test, names), test, names) for c in chosen[m]]
                for m in methods}
     return {"totals": totals, "regret_percent": regret, "choices": {m: [c.labels for c in chosen[m]] for m in methods},
@@ -197,7 +239,9 @@ def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: M
     present = [set(estimators_in(gt["runs"][s])) for s in seeds]
     estimators = tuple(m for m in estimators_in(gt["runs"][seeds[0]]) if all(m in p for p in present))
     methods = ("optimal",) + estimators
-    per_seed = {s: evaluate_seed(gt["runs"][s], names, budgets, obj, estimators, network_costs) for s in seeds}
+    balanced = tuple(b for b in balancing_in(gt["runs"][seeds[0]]) if all(b in balancing_in(gt["runs"][s]) for s in seeds))
+    per_seed = {s: evaluate_seed(gt["runs"][s], names, budgets, obj, estimators, network_costs, balanced)
+                for s in seeds}
     keys = list(next(iter(per_seed.values()))["totals"])
     totals = {k: [_stats([per_seed[s]["totals"][k][i] for s in seeds]) for i in range(len(budgets))] for k in keys}
     regret = {k: [_stats([per_seed[s]["regret_percent"][k][i] for s in seeds]) for i in range(len(budgets))]
@@ -252,7 +296,7 @@ def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: M
         "network_costs": None if network_costs is None else {
             label: {**network_costs.costs(label), "budget_units": network_costs.cost(label)}
             for label in network_costs.raw},
-        "estimators": list(estimators),
+        "estimators": list(estimators), "balanced": list(balanced),
         "objective": obj.name, "totals": obj.quantity,
         "test_total": totals, "regret_percent": regret, "average_regret_percent": average,
         "optimal_choice_changes_between_seeds": optimal_changes,
@@ -283,6 +327,8 @@ def _estimators(ev: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def label(key: str) -> str:
+    if key.startswith(BALANCED):
+        return f"one all-task network, {key[len(BALANCED):]} balancing"
     return LABELS.get(key, key)
 
 
@@ -290,7 +336,8 @@ def markdown(ev: Mapping[str, Any]) -> str:
     budgets = ev["budgets"]
     rows = ["| method | " + " | ".join(f"{b:g}" for b in budgets) + " |",
             "|---|" + "---|" * len(budgets)]
-    keys = ("optimal",) + _estimators(ev) + ("random_mean", "random_worst", "all_in_one", "independent")
+    keys = ("optimal",) + _estimators(ev) + ("random_mean", "random_worst", "all_in_one", "independent") + \
+        tuple(BALANCED + b for b in ev.get("balanced", ()))
     for k in keys:
         cells = []
         for st in ev["test_total"][k]:
@@ -308,7 +355,7 @@ def markdown(ev: Mapping[str, Any]) -> str:
     costs = ev.get("cost_all_task_runs") or {}
     out += ["| estimator | mean regret vs optimal (%) | ± std over seeds | within seed noise | cost (all-task runs) |",
             "|---|---|---|---|---|"]
-    for m in _estimators(ev) + ("random_mean",):
+    for m in _estimators(ev) + ("random_mean",) + tuple(BALANCED + b for b in ev.get("balanced", ())):
         a = ev["average_regret_percent"][m]
         cost = costs.get(m if m != "random_mean" else "", None)
         out.append(f"| {label(m)} | {a['mean']:+.2f} | {a['std']:.2f} | {'yes' if a['within_seed_noise'] else 'no'} | "
@@ -390,6 +437,10 @@ def plot(ev: Mapping[str, Any], path) -> None:
         if pts:
             ax.scatter(*zip(*pts), marker=marker, s=60, color="tab:red" if k == "all_in_one" else "tab:brown",
                        label=label(k), zorder=5)
+    for j, b in enumerate(ev.get("balanced", ())):  # balancing baselines: the all-task network, other losses
+        pts = [(x, s["mean"]) for x, s in zip(budgets, ev["test_total"][BALANCED + b]) if s is not None]
+        if pts:
+            ax.plot(*zip(*pts), ls="-.", lw=1, color=plt.cm.Dark2(j % 8), label=label(BALANCED + b))
     ax.set_xlabel(f"inference budget, in {budget_unit(ev)}", fontsize=8, wrap=True)
     ax.set_ylabel(("mean relative" if ev.get("objective", "loss") == "relative" else "total") + " test loss (lower is better)")
     ax.set_title("Choices of each method on " + ", ".join(ev["tasks"]))

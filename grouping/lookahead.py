@@ -226,31 +226,22 @@ def lookahead_probe(n_tasks: int, every: int = 10):
     SGD: identity) and measures `lookahead` with steps as long as the real
     update of the shared parameters, ρ; it accumulates ``Z / ρ`` (not when
     ρ = 0)."""
-    from grouping.affinity import multitask_net_loss, shared_mask
-    from mtl import runtime
-    from mtl.train import Probe, sample_batch
+    from mtl.train import Probe
 
     if every < 1:
         raise ValueError(f"the lookahead must be measured every k >= 1 steps, got {every}")
 
-    def make_step(graphdef, tasks, tx, cfg):
-        base_key = jax.random.PRNGKey(cfg.seed)
-        def step(state, data):
-            batch = sample_batch(data, jax.random.fold_in(base_key, state["step"]), cfg.batch_size)
-            params = state["params"]
-            flags = _flags(params, shared_mask(params))
-            pt = _per_task(multitask_net_loss(graphdef, tasks, batch), params, flags, None)
-            updates, opt_state = tx.update(pt.total, state["opt_state"], params)
+    def make_measure(graphdef, tasks, tx, cfg):
+        def measure(acc, pt, params, flags, updates, opt_state):
             length = jnp.sqrt(sum(jnp.sum(jnp.square(u.astype(jnp.float32))) for u in _shared(updates, flags)))
             moved = length > 0
             z, inner, gram = _lookahead_from(pt, params, flags, adam_preconditioner(opt_state), length)
             r = LookaheadResult(pt.losses, z / jnp.where(moved, length, 1.0), inner, gram, None)
-            return {**state, "params": optax.apply_updates(params, updates), "opt_state": opt_state,
-                    "step": state["step"] + 1, "probe": accumulate(state["probe"], r, moved)}, pt.losses
+            return accumulate(acc, r, moved)
 
-        return runtime.jit(step, donate_argnums=0)
+        return measure
 
-    return Probe(every=every, init=lambda: init_accumulator(n_tasks), make_step=make_step)
+    return Probe(every=every, init=lambda: init_accumulator(n_tasks), make_measure=make_measure)
 
 
 def train_with_lookahead(tasks, splits, cfg, *, every: int = 10, checkpoint_dir=None, progress: bool = True) -> dict:

@@ -357,6 +357,8 @@ def format_table(report: Mapping[str, Any]) -> str:
             if metrics:
                 text += f"; test metrics: {metrics}"
             lines.append(text)
+        for m, b in ((meas or {}).get("balanced") or {}).items():  # --balance: the all-task network, balanced
+            lines.append(f"  baseline one all-task network, {m} balancing: measured test {b['test_total']:.4f}")
     lines.append("")
     lines.append("(* = the network whose output the task uses)")
     if "metrics" in report:
@@ -456,6 +458,12 @@ def format_markdown(report: Mapping[str, Any]) -> str:
             own += f" / {meas['chosen']['test_total']:.4f}"
         row = [cell(sel["baselines"][k]["predicted_total"] if sel["baselines"][k] else None, k) for k in BASELINE_NAMES]
         md.append(f"| {sel['budget']:g} | {own} | " + " | ".join(row) + " |")
+    balanced = [(sel["budget"], m, b["test_total"]) for sel in report["selections"]
+                for m, b in ((sel.get("measured") or {}).get("balanced") or {}).items()]
+    if balanced:  # --balance: grouping or balancing? The all-task network trained with each method
+        md += ["", "One all-task network trained with each balancing method (`--balance`), measured test total "
+               "(compare with the measured totals above):", "", "| budget | balancing | test total |", "|---|---|---|"]
+        md += [f"| {b:g} | {m} | {v:.4f} |" for b, m, v in balanced]
     aff = report["affinity"]
     md += ["", f"## Affinity ({aff['kind']})", "", aff["definition"] + ".", "", aff["orientation"] + ".", "",
            "| source \\ target | " + " | ".join(aff["tasks"]) + " |", "|---|" + "---|" * len(aff["tasks"])]

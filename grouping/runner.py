@@ -53,10 +53,12 @@ FULL_COST, HALF_COST = 1.0, 0.5
 
 @dataclasses.dataclass(frozen=True)
 class NetSpec:
-    """One network: its tasks (in the run's task order) and encoder size."""
+    """One network: its tasks (in the run's task order), encoder size and how its task losses are
+    balanced (`mtl.balancing`; "equal" = their sum, as every candidate network is trained)."""
 
     tasks: tuple[str, ...]
     size: float = FULL_SIZE
+    balance: str = "equal"
 
     @property
     def half(self) -> bool:
@@ -64,7 +66,8 @@ class NetSpec:
 
     @property
     def label(self) -> str:
-        return network_label(self.tasks, self.half)
+        """'seg+depth', 'half:seg', and for a balanced network 'seg+depth@mgda'."""
+        return network_label(self.tasks, self.half) + ("" if self.balance == "equal" else f"@{self.balance}")
 
     @property
     def cost(self) -> float:
@@ -191,6 +194,8 @@ def train_settings(cfg) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
     for k in ("steps_per_call", "checkpoint_every"):
         d.pop(k, None)
+    if d.get("balance") == "equal":  # equal weights: the keys of every network trained before balancing existed
+        d.pop("balance")
     return d
 
 
@@ -238,10 +243,10 @@ class Runner:
             self.data_seconds += time.perf_counter() - t0
         return self._splits
 
-    def _cfg(self, size: float, steps: int | None):
+    def _cfg(self, size: float, steps: int | None, balance: str = "equal"):
         steps = self.cfg.steps if steps is None else steps
         every = self.checkpoint_every or default_checkpoint_every(steps)
-        return dataclasses.replace(self.cfg, size=size, steps=steps, checkpoint_every=every)
+        return dataclasses.replace(self.cfg, size=size, steps=steps, checkpoint_every=every, balance=balance)
 
     def settings(self, spec: NetSpec, cfg) -> dict[str, Any]:
         return {"kind": "network", "tasks": list(spec.tasks), "train": train_settings(cfg),
@@ -249,7 +254,7 @@ class Runner:
 
     def settings_for(self, spec: NetSpec, steps: int | None = None) -> dict[str, Any]:
         """The store key of `spec` trained for `steps` (default: the full schedule)."""
-        return self.settings(spec, self._cfg(spec.size, steps))
+        return self.settings(spec, self._cfg(spec.size, steps, spec.balance))
 
     def affinity_settings(self, every: int = AFFINITY_EVERY, kind: str = "affinity") -> dict[str, Any]:
         """The store key of the tag/cs affinity run (``kind="affinity"``) or of the corrected lookahead run."""
@@ -267,7 +272,7 @@ class Runner:
         from grouping.store import canonical_json
 
         specs = list(dict.fromkeys(specs))
-        cfgs = {spec: self._cfg(spec.size, steps) for spec in specs}
+        cfgs = {spec: self._cfg(spec.size, steps, spec.balance) for spec in specs}
         settings = {spec: self.settings(spec, cfgs[spec]) for spec in specs}
         self.keys.update(canonical_json(settings[spec]) for spec in specs)
         hits = {spec: self.store.get(settings[spec]) for spec in specs}
@@ -275,9 +280,9 @@ class Runner:
         seconds: dict[NetSpec, float] = {}
         if missing:
             _ = self.splits  # load the data first, so it is timed apart
-        by_size: dict[float, list[NetSpec]] = {}
+        by_size: dict[tuple[float, str], list[NetSpec]] = {}  # one width and balancing per ensemble
         for spec in missing:
-            by_size.setdefault(spec.size, []).append(spec)
+            by_size.setdefault((spec.size, spec.balance), []).append(spec)
         bar = _bar(len(missing), f"{phase}: networks", self.progress and len(missing) > 1)
         try:
             for size, group in by_size.items():

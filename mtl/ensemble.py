@@ -44,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -55,18 +54,9 @@ from flax import nnx
 
 from mtl import runtime
 from mtl.model import MultiTaskNet
-from mtl.train import (
-    Checkpoints,
-    TrainConfig,
-    _check_finite,
-    _progress,
-    build_model,
-    initial_state,
-    make_optimizer,
-    sample_batch,
-    to_device,
-    training_report,
-)
+from mtl.pertask import SplitLoss
+from mtl.step import TaskModel, check_finite, initial_state, make_step, train_loop
+from mtl.train import TrainConfig, build_model, make_optimizer, to_device, training_report
 from tasks.registry import Task, decode_image, modalities_for
 
 STRATEGIES = ("auto", "vmap", "unroll")
@@ -207,6 +197,60 @@ class Ensemble:
         preds = self.forward(params, decode_image(batch["rgb"]), strategy)
         return {t: jax.vmap(lambda p, t=t: self.tasks[t].compute_loss(p, batch))(preds[t]) for t in preds}
 
+    # -- as a TaskModel: (K, T) losses, member k's row, 0 where it lacks a task --
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(K, T): 1 where member k (a padded copy: never) has task t (the columns: `layout.tasks`)."""
+        m = np.zeros((self.layout.encoders, len(self.layout.tasks)), np.float32)
+        for k, names in enumerate(self.layout.members):
+            for t in names:
+                m[k, self.layout.tasks.index(t)] = 1.0
+        return m
+
+    def _matrix(self, per_task: Mapping[str, jax.Array]) -> jax.Array:
+        """{task: (K_t,) decoder-stack losses} -> (K, T), the live entries placed in their members' rows."""
+        out = jnp.zeros((self.layout.encoders, len(self.layout.tasks)), jnp.float32)
+        for col, t in enumerate(self.layout.tasks):
+            n = int(sum(self.layout.live[t]))
+            out = out.at[np.asarray(self.layout.slots[t][:n]), col].set(per_task[t][:n].astype(jnp.float32))
+        return out
+
+    def loss_matrix(self, params: Any, batch: Mapping[str, jax.Array], strategy: str) -> jax.Array:
+        return self._matrix(self.losses(params, batch, strategy))
+
+    def split(self, batch: Mapping[str, jax.Array], strategy: str) -> SplitLoss:
+        """The (K, T) losses as trunk (the encoder stack, features (K, B, h, w, c)) and heads (the
+        decoder stacks; task t's read row t of the features, each entry its own member's slice)."""
+        x = decode_image(batch["rgb"])
+        enc = lambda p, x: nnx.merge(self.encoder_def, p)(x)  # noqa: E731
+
+        def features(params):
+            if strategy == "vmap":
+                return jax.vmap(enc, in_axes=(0, None))(params["encoder"], x)
+            return jnp.stack([enc(p, x) for p in _unstack(params["encoder"], self.layout.encoders)])
+
+        def heads(params, zs):
+            per_task = {}
+            for col, (t, slots) in enumerate(self.layout.slots.items()):
+                z = zs[col]
+                if strategy == "vmap":
+                    dec = lambda p, z, t=t: nnx.merge(self.decoder_defs[t], p)(z)  # noqa: E731
+                    preds = jax.vmap(dec)(params["decoders"][t], z[jnp.asarray(slots)])
+                else:
+                    decs = _unstack(params["decoders"][t], len(slots))
+                    preds = jnp.stack([nnx.merge(self.decoder_defs[t], p)(z[k]) for p, k in zip(decs, slots)])
+                per_task[t] = jax.vmap(lambda p, t=t: self.tasks[t].compute_loss(p, batch))(preds)
+            return self._matrix(per_task)
+
+        return SplitLoss(features, heads, len(self.layout.tasks))
+
+    def model(self, strategy: str) -> TaskModel:
+        """This ensemble as the `mtl.step.TaskModel` the one training step trains."""
+        return TaskModel(losses=lambda params, batch: self.loss_matrix(params, batch, strategy),
+                         split=lambda batch: self.split(batch, strategy), mask=self.mask,
+                         names=self.layout.tasks, members=self.layout.encoders)
+
 
 def _unstack(tree: Any, n: int) -> list[Any]:
     """A stacked pytree as a list of its n members."""
@@ -217,26 +261,12 @@ def _unstack(tree: Any, n: int) -> list[Any]:
 
 def make_ensemble_train_fn(ens: Ensemble, tx: optax.GradientTransformation, cfg: TrainConfig,
                            strategy: str) -> Callable:
-    """A jitted `(state, data) -> (state, {task: (K_t,) losses})`; state is donated."""
-    base_key = jax.random.PRNGKey(cfg.seed)
-    live = {t: jnp.asarray(v, jnp.float32) for t, v in ens.layout.live.items()}
+    """The jitted step `(state, data) -> (state, (K, T) losses)` of the ensemble (`mtl.step.make_step`,
+    balanced by `cfg.balance`, member by member); state is donated.
 
-    def step(state, data):
-        key = jax.random.fold_in(base_key, state["step"])
-        batch = sample_batch(data, key, cfg.batch_size)
-
-        def total(params):
-            losses = ens.losses(params, batch, strategy)
-            # Members are independent: the gradient of the sum is each
-            # member's own gradient, in its own slice of the stacks.
-            return sum(jnp.dot(live[t], l) for t, l in losses.items()), losses
-
-        grads, losses = jax.grad(total, has_aux=True)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        return {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1}, losses
-
-    return runtime.jit(step, donate_argnums=0)
+    Members are independent: the gradient of the sum of every member's (weighted) losses is each
+    member's own gradient, in its own slice of the stacks."""
+    return make_step(ens.model(strategy), tx, cfg, balance=cfg.balance)
 
 
 def make_ensemble_eval_fn(ens: Ensemble, strategy: str) -> Callable:
@@ -331,7 +361,7 @@ def member_memory_bytes(members: Sequence[Sequence[Task]], cfg: TrainConfig, dat
     largest = max(members, key=len)
     ens = Ensemble.create([largest], cfg)
     tx = make_optimizer(cfg)
-    state = initial_state(ens.params, tx)
+    state = initial_state(ens.params, tx, cfg.balance, ens.mask.shape)
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
     shapes = {m: jax.ShapeDtypeStruct(data[m].shape, data[m].dtype) for m in modalities_for(largest)}
     mem = make_ensemble_train_fn(ens, tx, cfg, strategy).lower(abstract, shapes).compile().memory_analysis()
@@ -424,7 +454,7 @@ def train_ensemble(
     data = to_device(train_split, tuple({t.name: t for m in members for t in m}.values()))
     ens = Ensemble.create(members, cfg, pad_to=len(devs))
     tx = make_optimizer(cfg)
-    state = initial_state(ens.params, tx)
+    state = initial_state(ens.params, tx, cfg.balance, ens.mask.shape)
     mesh = None
     if len(devs) > 1:
         from jax.sharding import Mesh
@@ -432,64 +462,28 @@ def train_ensemble(
         mesh = Mesh(np.asarray(devs), ("members",))
         state = _shard(state, mesh)
         data = jax.device_put(data, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
-    resumed_from = None
-    if ckpt is not None and ckpt.latest_step() is not None:
-        state = ckpt.restore(state)  # onto the same shardings
-        resumed_from = int(state["step"])
-    run = make_ensemble_train_fn(ens, tx, cfg, strategy)
-    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    history: list[dict[str, np.ndarray]] = []
-    start = time.perf_counter()
-    bar = _progress(total=cfg.steps, initial=int(state["step"]), enabled=progress,
-                    desc=desc or f"ensemble of {len(members)}" + (f" @{cfg.size:g}" if cfg.size != 1 else ""))
-    try:
-        while int(state["step"]) < end:
-            step0 = int(state["step"])
-            n = min(cfg.steps_per_call, end - step0)
-            if ckpt is not None:
-                n = min(n, cfg.checkpoint_every - step0 % cfg.checkpoint_every)
-            chunk = []
-            for _ in range(n):
-                state, losses = run(state, data)
-                chunk.append(losses)
-            chunk = fetch(chunk)
-            losses = {t: np.stack([c[t] for c in chunk]) for t in ens.layout.tasks}
-            for k, names in enumerate(ens.layout.members):
-                per_member = _member_losses(losses, ens.layout, k)
-                _check_member_finite(per_member, [ens.tasks[t] for t in names], step0)
-            history.append(losses)
-            bar.update(n)
-            step = int(state["step"])
-            if ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-                ckpt.save(state)  # orbax writes each process's shards
-    finally:
-        bar.close()
-        if ckpt is not None:
-            ckpt.close()
-    seconds = time.perf_counter() - start
-    params = fetch(state["params"]) if mesh is not None else state["params"]
-    all_losses = {t: np.concatenate([h[t] for h in history]) if history else np.zeros((0, len(ens.layout.slots[t])))
-                  for t in ens.layout.tasks}
+
+    def check(losses: np.ndarray, step0: int) -> None:
+        for k, names in enumerate(ens.layout.members):
+            check_finite(_member_losses(losses, ens.layout, k), names, step0, network="+".join(names))
+
+    loop = train_loop(state, data, make_ensemble_train_fn(ens, tx, cfg, strategy), cfg,
+                      checkpoint_dir=checkpoint_dir, stop_after=stop_after, progress=progress,
+                      desc=desc or f"ensemble of {len(members)}" + (f" @{cfg.size:g}" if cfg.size != 1 else ""),
+                      check=check, read=lambda chunk: np.stack(fetch(chunk)))
+    params = fetch(loop.state["params"]) if mesh is not None else loop.state["params"]
+    all_losses = loop.losses.reshape(-1, *ens.mask.shape)
     results = []
     for k, names in enumerate(ens.layout.members):
         graphdef, p = ens.member_params(params, k)
         results.append(MemberResult(names, graphdef, p, _member_losses(all_losses, ens.layout, k),
-                                    seconds / len(members), resumed_from))
+                                    loop.seconds / len(members), loop.resumed_from))
     return results, ens, params
 
 
-def _member_losses(losses: Mapping[str, np.ndarray], layout: Layout, k: int) -> np.ndarray:
-    return np.stack([losses[t][:, layout.position(k, t)] for t in layout.members[k]], axis=1)
-
-
-def _check_member_finite(losses: np.ndarray, tasks: Sequence[Task], step0: int) -> None:
-    from mtl.train import TrainingDiverged
-
-    try:
-        _check_finite(losses, tasks, step0)
-    except TrainingDiverged as e:
-        raise TrainingDiverged(e.task, e.step, e.value, network="+".join(t.name for t in tasks)) from None
+def _member_losses(losses: np.ndarray, layout: Layout, k: int) -> np.ndarray:
+    """(steps, K, T) -> member k's (steps, its tasks) losses."""
+    return np.stack([losses[:, k, layout.tasks.index(t)] for t in layout.members[k]], axis=1)
 
 
 def evaluate_ensemble(ens: Ensemble, params: Any, split: Mapping[str, jax.Array], *, strategy: str = "auto",

@@ -4,18 +4,19 @@ The step is functional: the model is split once into its graph definition
 and a pytree of parameters (`nnx.split`), and `jax.jit` runs over the
 parameters and optimizer state. That avoids nnx.jit's per-call walk of the
 object graph, which costs 2-4x per step on small models on a CPU
-(../shared/REFERENCES.md). Steps are dispatched asynchronously; the host
-reads the losses back once per chunk of `steps_per_call` steps (to check
-them for NaN and show progress), not after every step.
+(../shared/REFERENCES.md). The step and the loop are `mtl.step`'s, shared
+with ensembles (`mtl.ensemble`) and the affinity probes; this module gives
+them one network (`network_model`). Steps are dispatched asynchronously; the
+host reads the losses back once per chunk of `steps_per_call` steps (to
+check them for NaN and show progress), not after every step.
 
 Every step's minibatch is drawn from `fold_in(key(seed), step)`, so a run
 is the same whether it was chunked, interrupted and resumed, or run in one go.
 
 The training loss of a network is the sum of its tasks' losses (Standley et
-al., 2020); the step's `weights` (1 per task here) are there so one
-parameter layout can serve several task subsets. A `Probe` (the TAG affinity
-in grouping.affinity) replaces every k-th step with one that trains the same
-way and also measures.
+al., 2020), unless `TrainConfig.balance` names another method of
+`mtl.balancing`. A `Probe` (the TAG affinity in grouping.affinity) replaces
+every k-th step with one that trains the same way and also measures.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import dataclasses
 import math
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -35,8 +35,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from mtl import runtime
+from mtl import balancing, runtime
 from mtl.model import MultiTaskNet, check_resolution
+from mtl.pertask import SplitLoss
+from mtl.step import TaskModel, check_finite, make_step, sample_batch, train_loop  # noqa: F401 (sample_batch: re-exported)
+from mtl.step import initial_state as step_state
 from tasks.registry import Task, decode_image, modalities_for
 
 Batch = Mapping[str, jax.Array]
@@ -70,8 +73,10 @@ class TrainConfig:
     seed: int = 0
     steps_per_call: int = 25  # steps between reads of the losses
     checkpoint_every: int = 500
+    balance: str = "equal"  # how the task losses are combined: a method of mtl.balancing
 
     def __post_init__(self):
+        balancing.get_method(self.balance)
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.dtype not in ("float32", "bfloat16"):
@@ -92,9 +97,12 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.sgd(schedule, momentum=cfg.momentum))
 
 
-def initial_state(params: Any, tx: optax.GradientTransformation) -> dict[str, Any]:
-    """The training state a step function takes: parameters, optimizer state, step 0."""
-    return {"params": params, "opt_state": tx.init(params), "step": jnp.asarray(0, jnp.int32)}
+def initial_state(params: Any, tx: optax.GradientTransformation, cfg: TrainConfig | None = None,
+                  n_tasks: int | None = None) -> dict[str, Any]:
+    """The training state a step of one network takes: parameters, optimizer state, step 0 (and the
+    balancing method's state, for `cfg.balance` methods that keep one: give `n_tasks`)."""
+    balance = cfg.balance if cfg is not None else "equal"
+    return step_state(params, tx, balance, None if n_tasks is None else (n_tasks,))
 
 
 def build_model(tasks: Sequence[Task], cfg: TrainConfig) -> MultiTaskNet:
@@ -112,41 +120,36 @@ def task_losses(graphdef: nnx.GraphDef, params: Any, batch: Batch, tasks: Sequen
     return jnp.stack([t.compute_loss(preds[t.name], batch) for t in tasks])
 
 
-def sample_batch(data: Batch, key: jax.Array, batch_size: int) -> Batch:
-    n = next(iter(data.values())).shape[0]
-    idx = jax.random.randint(key, (batch_size,), 0, n)
-    return {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
+def network_split(graphdef: nnx.GraphDef, tasks: Sequence[Task], batch: Batch) -> SplitLoss:
+    """`task_losses` as a trunk (the encoder) and heads (decoders + `Task.compute_loss`): the form
+    per-task gradients take (`mtl.pertask`). Shared = the 'encoder' subtree of the parameters."""
+    tasks = tuple(tasks)
+    x = decode_image(batch["rgb"])
+
+    def features(params):
+        return nnx.merge(graphdef, params).encoder(x)
+
+    def heads(params, zs):
+        decoders = nnx.merge(graphdef, params).decoders
+        return jnp.stack([t.compute_loss(decoders[t.name](zs[j]), batch) for j, t in enumerate(tasks)])
+
+    return SplitLoss(features, heads, len(tasks))
+
+
+def network_model(graphdef: nnx.GraphDef, tasks: Sequence[Task]) -> TaskModel:
+    """The `mtl.step.TaskModel` of one network: (T,) losses, every task present."""
+    tasks = tuple(tasks)
+    return TaskModel(losses=lambda params, batch: task_losses(graphdef, params, batch, tasks),
+                     split=lambda batch: network_split(graphdef, tasks, batch),
+                     mask=np.ones(len(tasks), np.float32), names=tuple(t.name for t in tasks))
 
 
 def make_train_fn(
     graphdef: nnx.GraphDef, tasks: Sequence[Task], tx: optax.GradientTransformation, cfg: TrainConfig
 ) -> Callable:
-    """A jitted step `(state, data, weights) -> (state, losses (n_tasks,))`.
-
-    state = {"params", "opt_state", "step"}; the minibatch of step s is drawn
-    with key fold_in(PRNGKey(seed), s). The training loss is
-    `weights . task_losses`. The state is donated: the caller must use the
-    returned one.
-    """
-    base_key = jax.random.PRNGKey(cfg.seed)
-
-    def step(state, data, weights):
-        key = jax.random.fold_in(base_key, state["step"])
-        batch = sample_batch(data, key, cfg.batch_size)
-
-        def total(params):
-            losses = task_losses(graphdef, params, batch, tasks)
-            return jnp.dot(weights, losses), losses
-
-        grads, losses = jax.grad(total, has_aux=True)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        return {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1}, losses
-
-    # Steps are dispatched one by one from Python: XLA:CPU runs convolutions
-    # inside a lax.scan body an order of magnitude slower than at top level
-    # (measured here), and dispatch is asynchronous, so the loop costs little.
-    return runtime.jit(step, donate_argnums=0)
+    """The jitted step `(state, data) -> (state, losses (n_tasks,))` of one network (`mtl.step.make_step`),
+    balanced by `cfg.balance`. The state (`initial_state`) is donated: use the returned one."""
+    return make_step(network_model(graphdef, tasks), tx, cfg, balance=cfg.balance)
 
 
 def make_eval_fn(graphdef: nnx.GraphDef, tasks: Sequence[Task]) -> Callable:
@@ -319,16 +322,19 @@ def _orbax_unraisables() -> Iterator[None]:
 class Probe:
     """A measurement taken during training, every `every` steps.
 
-    On those steps `make_step(graphdef, tasks, tx, cfg)`'s jitted
-    `(state, data) -> (state, losses)` replaces the plain step: it must train
-    exactly like it (same minibatch, same update) and may update
-    `state["probe"]`, which starts as `init()` and is checkpointed with the
-    run. grouping.affinity builds the TAG/CS probe on this.
+    On those steps the one training step (`mtl.step.make_step`) runs with the
+    measurement `make_measure(graphdef, tasks, tx, cfg)`:
+    ``(probe_state, per_task, params, flags, updates, opt_state) -> probe_state``,
+    given the step's per-task gradients (which the step's own gradient is
+    built from) and the optimizer's update, so a measured step trains exactly
+    like a plain one. `state["probe"]` starts as `init()` and is checkpointed
+    with the run. grouping.affinity and grouping.lookahead build their probes
+    on this.
     """
 
     every: int
     init: Callable[[], Any]
-    make_step: Callable[..., Callable]
+    make_measure: Callable[..., Callable]
 
 
 @dataclasses.dataclass
@@ -369,70 +375,30 @@ def train_network(
     model = build_model(tasks, cfg)
     graphdef, params = nnx.split(model, nnx.Param)
     tx = make_optimizer(cfg)
-    state = initial_state(params, tx)
+    state = initial_state(params, tx, cfg, len(tasks))
     if probe is not None:
         state["probe"] = probe.init()
-    ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
-    resumed_from = None
-    if ckpt is not None and ckpt.latest_step() is not None:
-        state = ckpt.restore(state)
-        resumed_from = int(state["step"])
     run = make_train_fn(graphdef, tasks, tx, cfg)
-    measured = probe.make_step(graphdef, tasks, tx, cfg) if probe is not None else None
-    weights = jnp.ones(len(tasks), jnp.float32)
-    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    history: list[np.ndarray] = []
-    start = time.perf_counter()
-    bar = _progress(total=cfg.steps, initial=int(state["step"]), enabled=progress,
-                    desc="+".join(t.name for t in tasks) + (f" @{cfg.size:g}" if cfg.size != 1 else ""))
-    try:
-        while int(state["step"]) < end:
-            step0 = int(state["step"])
-            n = min(cfg.steps_per_call, end - step0)
-            if ckpt is not None:  # land exactly on checkpoint boundaries
-                n = min(n, cfg.checkpoint_every - step0 % cfg.checkpoint_every)
-            chunk = []
-            for s in range(step0, step0 + n):
-                if measured is not None and s % probe.every == 0:
-                    state, step_losses = measured(state, data)
-                else:
-                    state, step_losses = run(state, data, weights)
-                chunk.append(step_losses)
-            losses = np.asarray(jnp.stack(chunk))
-            _check_finite(losses, tasks, step0)
-            history.append(losses)
-            bar.update(n)
-            bar.set_postfix({t.name: f"{v:.3f}" for t, v in zip(tasks, losses[-1])}, refresh=False)
-            step = int(state["step"])
-            if ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-                ckpt.save(state)
-    finally:
-        bar.close()
-        if ckpt is not None:
-            ckpt.close()
+    measured = None
+    if probe is not None:
+        measured = make_step(network_model(graphdef, tasks), tx, cfg, balance=cfg.balance,
+                             measure=probe.make_measure(graphdef, tasks, tx, cfg))
+    names = [t.name for t in tasks]
+    loop = train_loop(state, data, run, cfg, measured=measured, every=probe.every if probe else None,
+                      checkpoint_dir=checkpoint_dir, stop_after=stop_after, progress=progress,
+                      desc="+".join(names) + (f" @{cfg.size:g}" if cfg.size != 1 else ""),
+                      check=lambda losses, step0: check_finite(losses, names, step0),
+                      postfix=lambda last: {t: f"{v:.3f}" for t, v in zip(names, last)})
+    state = loop.state
     return TrainResult(
         tasks=tuple(t.name for t in tasks),
         graphdef=graphdef,
         params=state["params"],
-        losses=np.concatenate(history) if history else np.zeros((0, len(tasks))),
-        seconds=time.perf_counter() - start,
-        resumed_from=resumed_from,
+        losses=loop.losses.reshape(-1, len(tasks)),
+        seconds=loop.seconds,
+        resumed_from=loop.resumed_from,
         probe=jax.device_get(state["probe"]) if probe is not None else None,
     )
-
-
-def _check_finite(losses: np.ndarray, tasks: Sequence[Task], step0: int) -> None:
-    bad = ~np.isfinite(losses)
-    if bad.any():
-        row, col = map(int, np.argwhere(bad)[0])
-        raise TrainingDiverged(tasks[col].name, step0 + row + 1, float(losses[row, col]))
-
-
-def _progress(total: int, initial: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step",
-                leave=False, dynamic_ncols=True, mininterval=1.0)
 
 
 def mean_training_loss(losses: np.ndarray, last: int = 50) -> np.ndarray:

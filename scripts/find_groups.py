@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the report files in --out even if they are of other settings (the store is kept)")
     p.add_argument("--verify", action="store_true",
                    help="also train the chosen networks and the baselines with the full schedule; report test losses")
+    p.add_argument("--balance", default=None,
+                   help="with --verify: also train the all-task network with these balancing methods "
+                        "(comma-separated: uncertainty, dwa, gradnorm, mgda, pcgrad, cagrad; mtl/balancing.py), "
+                        "a baseline row each: grouping or balancing? (default: none)")
     p.add_argument("--no-ensemble", action="store_true",
                    help="train networks one at a time instead of as ensembles of one width (mtl/ensemble.py)")
     p.add_argument("--devices", type=int, default=None, help="ensembles: devices to shard over (default all local ones)")
@@ -86,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ensembles: most networks per compiled program (default: what fits in memory)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def _balancing(text):
+    from mtl.balancing import parse_methods
+
+    return parse_methods(text)
 
 
 def main(argv=None) -> int:
@@ -119,6 +129,7 @@ def main(argv=None) -> int:
         devices=args.devices,
         max_members=args.max_members,
         overwrite=args.overwrite,
+        balance=_balancing(args.balance),
         command=" ".join(map(shlex.quote, ["scripts/find_groups.py", *(sys.argv[1:] if argv is None else argv)])),
     )
     find_groups(opts)

@@ -6,6 +6,7 @@
     python scripts/ground_truth.py --evaluate-only --objective loss   # Standley's summed loss instead
     python scripts/ground_truth.py --methods lookahead,surrogate     # add estimators to the finished record
     python scripts/ground_truth.py --seeds 0,1,2        # a record holding seeds 0,1 trains seed 2 only
+    python scripts/ground_truth.py --balancing mgda,pcgrad   # add balanced all-task networks to the record
 
 For the tasks seg, depth, normals, keypoints, edges (Standley's columns s, d,
 n, k, t) and each seed, trains the 31 full-size subset networks and the 5
@@ -39,6 +40,14 @@ trained. The record's settings must be the command's (tasks, seeds, data,
 schedule; a renderer changed since the record was made is refused), and the
 merge is noted under settings.merged with its code version. The evaluation
 then covers every method that every seed's record holds.
+
+`--balancing a,b` trains only the all-task network, once per seed and
+balancing method of mtl/balancing.py (uncertainty, dwa, gradnorm, mgda,
+pcgrad, cagrad; equal is the record's own all-task network), through the
+same store, and merges them into --out/ground_truth.json under each seed's
+"balanced" (the same checks of the record's settings as --methods). The
+evaluation then has one baseline row per method: that network's test total
+against the optimal grouping at every budget.
 
 The tables run directly through `python scripts/select_networks.py --table
 .../seed0/results.txt --test-table .../seed0/results_test.txt`. Estimator costs
@@ -95,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None,
                    help="collect only these methods (comma-separated) and merge them into the existing "
                         "--out/ground_truth.json (default: every method, a new record)")
+    p.add_argument("--balancing", default=None,
+                   help="train only the all-task network with these balancing methods (comma-separated, "
+                        "mtl/balancing.py) per seed and merge them into the existing --out/ground_truth.json (default: none)")
     p.add_argument("--budgets", default="1:5:0.5", help="budgets of the curves: a number, a list or a range")
     p.add_argument("--objective", default=DEFAULT_OBJECTIVE, choices=OBJECTIVES,
                    help="what the totals are: relative (mean of loss / single-task loss) or loss (sum)")
@@ -164,11 +176,12 @@ def differences(recorded: dict, wanted: dict) -> list[str]:
     return out
 
 
-def collect_seeds(args, names, seeds, methods=None, on_seed=None) -> dict:
-    """{seed: record} of `methods` (None: every method) for each seed, through the store in --run-dir."""
+def collect_seeds(args, names, seeds, methods=None, on_seed=None, balancing=()) -> dict:
+    """{seed: record} of `methods` (None: every method) for each seed, through the store in --run-dir;
+    with `balancing`, only the all-task network trained with each of those balancing methods."""
     import dataclasses
 
-    from grouping.groundtruth import collect
+    from grouping.groundtruth import collect, collect_balanced
     from grouping.runner import Runner
     from grouping.store import ResultsStore
 
@@ -182,7 +195,7 @@ def collect_seeds(args, names, seeds, methods=None, on_seed=None) -> dict:
             runner = Runner(tasks, data, cfg, run_dir, store, progress=not args.quiet,
                             data_settings=data_settings, devices=args.devices)
             t0 = time.perf_counter()
-            record = collect(runner, settings, methods)
+            record = collect_balanced(runner, balancing) if balancing else collect(runner, settings, methods)
             record["wall_seconds"] = time.perf_counter() - t0
             record["data_seconds"] = runner.data_seconds
             out[str(seed)] = record
@@ -240,16 +253,18 @@ def train(args, names, seeds, out: Path) -> dict:
     return gt
 
 
-def merge(args, names, seeds, methods, out: Path) -> dict:
-    """`methods`' evidence for every seed, merged into --out/ground_truth.json (written after each seed)."""
+def merge(args, names, seeds, methods, out: Path, balancing=()) -> dict:
+    """`methods`' evidence (or with `balancing` the balanced all-task networks) for every seed, merged
+    into --out/ground_truth.json (written after each seed)."""
     from grouping import groundtruth as G
     from grouping.methods import get_method
     from grouping.store import code_version
 
     path = out / "ground_truth.json"
+    flag = "--balancing" if balancing else "--methods"
     if not path.is_file():
-        raise ValueError(f"--methods merges into an existing record, and {path} does not exist: run without "
-                         "--methods first")
+        raise ValueError(f"{flag} merges into an existing record, and {path} does not exist: run without "
+                         f"{flag} first")
     gt = json.loads(path.read_text())
     for m in methods:
         get_method(m)
@@ -260,7 +275,7 @@ def merge(args, names, seeds, methods, out: Path) -> dict:
         raise ValueError(f"{path} holds the tasks {','.join(gt['tasks'])}, not {','.join(names)} (give --tasks)")
     missing = [str(s) for s in seeds if str(s) not in gt["runs"]]
     if missing:
-        raise ValueError(f"{path} has no run of seed(s) {', '.join(missing)}: --methods adds to recorded seeds only")
+        raise ValueError(f"{path} has no run of seed(s) {', '.join(missing)}: {flag} adds to recorded seeds only")
     diffs = differences(gt["settings"], record_settings(args, names))
     if diffs:
         raise ValueError(f"{path} was recorded with other settings ({'; '.join(diffs)}): give the record's "
@@ -269,11 +284,14 @@ def merge(args, names, seeds, methods, out: Path) -> dict:
 
     def save(seed: str, evidence: dict) -> None:  # after each seed, so an interruption keeps the finished ones
         evidence = {k: v for k, v in evidence.items() if k not in ("wall_seconds", "data_seconds")}
+        if "balanced" in evidence:  # other balancing methods recorded before are kept
+            evidence["balanced"] = {**gt["runs"][seed].get("balanced", {}), **evidence["balanced"]}
         G.merge(gt, seed, evidence)
         path.write_text(json.dumps(gt, indent=1) + "\n")
 
-    collect_seeds(args, names, seeds, methods, on_seed=save)
+    collect_seeds(args, names, seeds, methods, on_seed=save, balancing=balancing)
     gt["settings"].setdefault("merged", []).append({
+        **({"balancing": list(balancing)} if balancing else {}),
         "methods": list(methods), "seeds": [int(s) for s in seeds], "code_version": code_version(),
         "device": device_info(), "command": _command(), "wall_seconds": time.perf_counter() - started})
     path.write_text(json.dumps(gt, indent=1) + "\n")
@@ -352,7 +370,17 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if args.methods is not None and args.evaluate_only:
         raise ValueError("--methods collects and merges; --evaluate-only trains nothing: give one of them")
-    if args.methods is not None:
+    if args.balancing is not None and (args.evaluate_only or args.methods is not None):
+        raise ValueError("--balancing trains the balanced all-task networks and merges them; give it without "
+                         "--methods and --evaluate-only")
+    if args.balancing is not None:
+        from mtl.balancing import parse_methods
+
+        balancing = parse_methods(args.balancing)
+        if not balancing:
+            raise ValueError("--balancing needs at least one balancing method name")
+        gt = merge(args, names, seeds, [], out, balancing=balancing)
+    elif args.methods is not None:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         if not methods:
             raise ValueError("--methods needs at least one method name")

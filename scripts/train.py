@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=float, default=1.0,
                    help=f"encoder width: {' or '.join(f'{s:g}' for s in options.SIZES)} (1 full, 0.5 half size)")
     p.add_argument("--seed", type=int, default=0, help="initialisation and minibatch seed")
+    p.add_argument("--balance", default="equal",
+                   help="how the task losses are combined (mtl/balancing.py): " + " | ".join(_balancing_methods()))
     p.add_argument("--bf16", action="store_true", help="compute in bfloat16 (for GPUs)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--out", default=None,
@@ -51,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def _balancing_methods() -> list[str]:
+    from mtl.balancing import METHODS
+
+    return list(METHODS)
 
 
 def run_settings(tasks, args, cfg, counts) -> dict:
@@ -88,7 +96,8 @@ def main(argv=None) -> int:
     counts = cli.parse_counts(args.counts) if kind == "scenes" else None
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer,
                       learning_rate=args.lr, size=args.size, seed=args.seed,
-                      dtype="bfloat16" if args.bf16 else "float32", checkpoint_every=args.checkpoint_every)
+                      dtype="bfloat16" if args.bf16 else "float32", checkpoint_every=args.checkpoint_every,
+                      balance=args.balance)
     settings = run_settings(tasks, args, cfg, counts)
     out = Path(args.out) if args.out else default_run_dir(settings)
     info = sys.stderr if args.json else sys.stdout
@@ -105,7 +114,8 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"network {'+'.join(t.name for t in tasks)} (size {cfg.size:g}), {cfg.steps} steps, "
+    print(f"network {'+'.join(t.name for t in tasks)} (size {cfg.size:g}"
+          + (f", {cfg.balance} balancing" if cfg.balance != "equal" else "") + f"), {cfg.steps} steps, "
           f"data {load_s:.1f} s, training {report['train_seconds']:.1f} s"
           + ("" if not report["resumed_from"] else " (already finished: read back from its checkpoint)"
              if report["resumed_from"] == cfg.steps else f" (resumed at step {report['resumed_from']})"))

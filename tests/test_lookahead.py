@@ -226,7 +226,7 @@ def test_the_probe_measures_with_the_real_update_s_length_and_preconditioner():
     state = initial_state(params, tx)
     step = make_train_fn(graphdef, tasks, tx, cfg)
     for _ in range(5):
-        state, _ = step(state, device_data, jnp.ones(2))
+        state, _ = step(state, device_data)
     batch = sample_batch(device_data, jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 5), cfg.batch_size)
     grads = jax.grad(lambda p: mtl_losses(graphdef, p, batch, tasks).sum())(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
