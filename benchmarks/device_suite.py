@@ -253,6 +253,7 @@ def part_mfu(s: Sizes, peak: float | None) -> dict:
         jax.block_until_ready(losses)
         best = min(best, (time.perf_counter() - t0) / n)
     # Model FLOPs: forward FLOPs per image (mtl.cost: encoder once, each task's decoder), x3 for the backward.
+    # XLA counts a convolution's in-image taps only (zero padding is no work), and biases and activations.
     costs = {t.name: network_flops([t], resolution=s.sweep_resolution) for t in tasks}
     encoder = costs[tasks[0].name].encoder_flops
     forward = sum(encoder + sum(costs[t.name].decoder_flops for t in m) for m in members)

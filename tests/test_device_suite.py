@@ -17,9 +17,13 @@ from benchmarks.sweep_vs_pytorch import candidates  # noqa: E402
 HAVE_TORCH = torch_twin.available()
 
 
-def conv_flops(h_out: int, c_in: int, c_out: int) -> int:
-    """Multiply-adds x 2 of a 3x3 convolution with an h_out x h_out output."""
-    return 2 * h_out * h_out * c_in * c_out * 9
+def conv_flops(n_in: int, stride: int, c_in: int, c_out: int) -> int:
+    """2 x the multiply-adds of a 3x3 'SAME' convolution on an n_in x n_in input, counting only
+    taps that fall inside the image, as XLA's cost analysis does (zero padding is not work)."""
+    n_out = -(-n_in // stride)
+    pad_lo = max((n_out - 1) * stride + 3 - n_in, 0) // 2
+    taps = sum(0 <= o * stride - pad_lo + j < n_in for o in range(n_out) for j in range(3))  # per axis
+    return 2 * c_in * c_out * taps * taps
 
 
 def test_sweep_candidates_are_the_subsets_and_the_ground_truths_36():
@@ -55,8 +59,9 @@ def test_device_suite_smoke_runs_every_part_without_tfds(tmp_path, env):
     # architecture at 32x32: encoder 3-32-64-128 (stride 2) + a 128 bottleneck at 4x4; the
     # decoder 128 -> 4*16 at 4x4, 16 -> 4*8 at 8x8, head 8 -> 4*1 at 16x16; x3 for the
     # backward pass, x batch 4. Biases and activations (XLA counts them too) add < 2%.
-    forward = (conv_flops(16, 3, 32) + conv_flops(8, 32, 64) + conv_flops(4, 64, 128) + conv_flops(4, 128, 128)
-               + conv_flops(4, 128, 64) + conv_flops(8, 16, 32) + conv_flops(16, 8, 4))
+    forward = (conv_flops(32, 2, 3, 32) + conv_flops(16, 2, 32, 64) + conv_flops(8, 2, 64, 128)
+               + conv_flops(4, 1, 128, 128) + conv_flops(4, 1, 128, 64) + conv_flops(8, 1, 16, 32)
+               + conv_flops(16, 1, 8, 4))
     mfu = parts["mfu"]
     assert mfu["model_flops_per_step"] == pytest.approx(3 * 4 * forward, rel=0.02)
     assert mfu["step_seconds"] > 0 and "mfu" not in mfu  # a CPU has no peak in the table
