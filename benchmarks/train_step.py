@@ -140,7 +140,12 @@ def torch_vmap_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, chan
     cfg = TrainConfig(batch_size=batch, steps=steps)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
-    nets = [torch_twin.build_net(tasks).to(memory_format=fmt) for _ in range(models)]
+    first = torch_twin.build_net(tasks).to(memory_format=fmt)
+    nets = [first] + [copy.deepcopy(first) for _ in range(models - 1)]  # one class, as stack_module_state needs
+    for net in nets[1:]:
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.reset_parameters()
     params, buffers = stack_module_state(nets)
     base = copy.deepcopy(nets[0]).to("meta")
     leaves = [p.detach().requires_grad_() for p in params.values()]
