@@ -2,10 +2,10 @@
 
 The standard network (shared encoder, 4 task decoders: seg, depth, normals,
 edges; 64x64 input, batch 32, AdamW with warm-up + cosine) is trained with
-the project's own jitted step (mtl.train.make_train_fn), and an equivalent
-PyTorch model (the same convolutions, channels, pixel-shuffle decoders,
-losses, batch sampling from memory and optimizer) is trained in the same
-process on the same machine. PyTorch gets its best layout (channels-first
+the project's own jitted step (mtl.train.make_train_fn), and its PyTorch
+twin (benchmarks/torch_twin.py: the same convolutions, channels, pixel-shuffle
+decoders, losses, batch sampling from memory and optimizer) is trained in
+the same process on the same machine. PyTorch gets its best layout (channels-first
 or channels-last, whichever is faster here).
 
     pip install -e '.[bench]'   # adds torch==2.13.0 (CPU build)
@@ -20,7 +20,7 @@ benchmarks/results/train_step_<platform>.json (with every round's times and
 the load average, since the ratio depends on how busy the machine was).
 
 Ensembles (`--ensemble K`, default 4; 0 skips): K copies of the network per
-step, one minibatch for all, as our ensemble (mtl.ensemble: members unrolled
+step, as our ensemble (mtl.ensemble: members unrolled
 on a CPU, vmapped on a GPU) against K PyTorch models trained one after another
 in a Python loop and, if torch.func can vmap the model, as one torch.func
 ensemble (stack_module_state + vmap(grad)). Prints
@@ -46,7 +46,6 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from mtl import runtime  # noqa: E402
-from mtl.model import DECODER_CHANNELS, NEGATIVE_SLOPE, encoder_channels  # noqa: E402
 from mtl.train import TrainConfig, build_model, initial_state, make_optimizer, make_train_fn, to_device  # noqa: E402
 from tasks.registry import SEG_CLASSES, resolve_tasks  # noqa: E402
 
@@ -110,103 +109,19 @@ def jax_step_fn(data: dict[str, np.ndarray], batch: int, steps: int):
     return step
 
 
-def torch_parts(data: dict[str, np.ndarray], batch: int, steps: int, channels_last: bool):
-    """(Net class, batch sampler, loss function, LR lambda) of the PyTorch twin of our network."""
-    import torch
-    from torch import nn
-    import torch.nn.functional as F
-
-    cfg = TrainConfig(batch_size=batch, steps=steps)
-    enc = encoder_channels(1.0)
-
-    class Decoder(nn.Module):
-        def __init__(self, out_ch):
-            super().__init__()
-            ins = (enc[-1],) + DECODER_CHANNELS[:-1]
-            self.up = nn.ModuleList(nn.Conv2d(i, 4 * o, 3, padding=1) for i, o in zip(ins, DECODER_CHANNELS))
-            self.head = nn.Conv2d(DECODER_CHANNELS[-1], 4 * out_ch, 3, padding=1)
-
-        def forward(self, z):
-            for conv in self.up:
-                z = F.leaky_relu(F.pixel_shuffle(conv(z), 2), NEGATIVE_SLOPE)
-            return F.pixel_shuffle(self.head(z), 2)
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            ins = (3,) + enc[:-1]
-            self.down = nn.ModuleList(nn.Conv2d(i, o, 3, stride=2, padding=1) for i, o in zip(ins, enc))
-            self.bottleneck = nn.Conv2d(enc[-1], enc[-1], 3, padding=1)
-            self.heads = nn.ModuleDict(
-                {"seg": Decoder(len(SEG_CLASSES)), "depth": Decoder(1), "normals": Decoder(3), "edges": Decoder(1)}
-            )
-
-        def forward(self, x):
-            for conv in self.down:
-                x = F.leaky_relu(conv(x), NEGATIVE_SLOPE)
-            z = F.leaky_relu(self.bottleneck(x), NEGATIVE_SLOPE)
-            return {k: h(z) for k, h in self.heads.items()}
-
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    warmup = max(1, int(cfg.warmup_fraction * cfg.steps))
-
-    def lr_lambda(s):
-        if s < warmup:
-            return s / warmup
-        p = min(1.0, (s - warmup) / max(1, cfg.steps - warmup))
-        return 0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * p))
-
-    t = {k: torch.from_numpy(v.astype(np.int32) if v.dtype == np.uint16 else v) for k, v in data.items()}
-    n = len(data["rgb"])
-
-    def sample():
-        idx = torch.randint(0, n, (batch,))
-        rgb = t["rgb"][idx].permute(0, 3, 1, 2).float().div(127.5).sub(1).contiguous(memory_format=fmt)
-        depth_raw = t["depth_zbuffer"][idx]
-        return rgb, {
-            "mask": (depth_raw != 65535).float(),
-            "depth": (depth_raw.float().sub(1500).div(1000)).unsqueeze(1),
-            "normal": t["normal"][idx].permute(0, 3, 1, 2).float().div(127.5).sub(1),
-            "seg": t["segment_semantic"][idx].long(),
-            "edges": t["edge_texture"][idx].float().div(65535).unsqueeze(1),
-        }
-
-    def masked_l1(pred, target, m):
-        err = (pred - target).abs().mean(1)
-        return (err * m).sum() / m.sum().clamp(min=1)
-
-    def loss_fn(out, y):
-        return (
-            F.cross_entropy(out["seg"], y["seg"], ignore_index=0)
-            + masked_l1(out["depth"], y["depth"], y["mask"])
-            + masked_l1(out["normals"], y["normal"], y["mask"])
-            + (out["edges"] - y["edges"]).abs().mean()
-        )
-
-    return Net, fmt, sample, loss_fn, lr_lambda, cfg
-
-
 def torch_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, channels_last: bool, models: int = 1):
-    """One training step of `models` PyTorch networks, one after another in a Python loop."""
-    import torch
+    """One training step of `models` PyTorch networks (benchmarks/torch_twin.py), one after another."""
+    from benchmarks import torch_twin
 
-    Net, fmt, sample, loss_fn, lr_lambda, cfg = torch_parts(data, batch, steps, channels_last)
-    torch.manual_seed(0)
-    nets, opts, scheds = [], [], []
-    for _ in range(models):
-        net = Net().to(memory_format=fmt)
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        nets.append(net), opts.append(opt), scheds.append(torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda))
+    tasks = resolve_tasks(TASKS)
+    cfg = TrainConfig(batch_size=batch, steps=steps)
+    train = torch_twin.tensors(data)
+    trainers = [torch_twin.Trainer(tasks, 1.0, train, cfg, channels_last=channels_last) for _ in range(models)]
 
     def step():
-        rgb, y = sample()  # one minibatch for all, as our ensemble draws
-        for net, opt, sched in zip(nets, opts, scheds):
-            loss = loss_fn(net(rgb), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        return loss.detach()
+        for trainer in trainers:
+            loss = trainer.step()
+        return loss
 
     return step
 
@@ -218,24 +133,36 @@ def torch_vmap_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, chan
     import torch
     from torch.func import functional_call, grad, stack_module_state, vmap
 
-    Net, fmt, sample, loss_fn, lr_lambda, cfg = torch_parts(data, batch, steps, channels_last)
+    from benchmarks import torch_twin
+
+    tasks = resolve_tasks(TASKS)
+    cfg = TrainConfig(batch_size=batch, steps=steps)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
-    nets = [Net().to(memory_format=fmt) for _ in range(models)]
+    first = torch_twin.build_net(tasks).to(memory_format=fmt)
+    nets = [first] + [copy.deepcopy(first) for _ in range(models - 1)]  # one class, as stack_module_state needs
+    for net in nets[1:]:
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.reset_parameters()
     params, buffers = stack_module_state(nets)
     base = copy.deepcopy(nets[0]).to("meta")
     leaves = [p.detach().requires_grad_() for p in params.values()]
     params = dict(zip(params, leaves))
     opt = torch.optim.AdamW(leaves, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, torch_twin.lr_factor(cfg))
+    train = torch_twin.tensors(data)
 
-    def one(p, b, rgb, y):
-        return loss_fn(functional_call(base, (p, b), (rgb,)), y)
+    def one(p, b, rgb, y, mask):
+        out = functional_call(base, (p, b), (rgb,))
+        return sum(torch_twin.task_loss(t, out[t.name], y[t.name], mask) for t in tasks)
 
-    grads_of = vmap(grad(one), in_dims=(0, 0, None, None))
+    grads_of = vmap(grad(one), in_dims=(0, 0, None, None, None))
 
     def step():
-        rgb, y = sample()
-        grads = grads_of(params, buffers, rgb, y)
+        idx = torch.randint(0, len(train["rgb"]), (batch,))
+        rgb, y, mask = torch_twin.decode({k: v[idx] for k, v in train.items()}, tasks, channels_last)
+        grads = grads_of(params, buffers, rgb, y, mask)
         for name, leaf in params.items():
             leaf.grad = grads[name]
         opt.step()

@@ -1,0 +1,289 @@
+"""A whole sweep of candidate networks: our ensembles against PyTorch, one network after another.
+
+The same candidate networks train for the same steps, batch and data, and
+are evaluated on the same validation images, two ways in one process:
+
+* ours: the networks of one width as ensembles (`mtl.ensemble`: the chunk
+  plan, `train_ensemble`, `evaluate_ensemble`, the calls that
+  `train_ensemble_and_evaluate` makes, each timed apart), with one speed
+  knob of that API: the evaluation batch splits the validation images into
+  equal batches (`even_batch`: 50 for 500 images), so each ensemble compiles
+  one evaluation program, not two (64 is the library's default, and leaves a
+  short last batch, a new shape). `--eval-batch 64` measures the library's
+  default;
+* the anchor's: Standley et al.'s released code trains one network after
+  another in PyTorch. Each network is the PyTorch twin of ours
+  (benchmarks/torch_twin.py: same layers, losses, optimizer and schedule),
+  trained from data in memory, then evaluated (its losses only, while our
+  evaluation also computes every task's metrics: conservative for us).
+
+Candidates: every subset network of `--tasks` at full size (15 of 4 tasks)
+or, when `--tasks` is the ground truth's task set (grouping.groundtruth.TASKS,
+5 tasks), the ground truth's 36: the 31 subsets and the 5 half-size singles
+(grouping.runner.candidate_specs).
+
+Both walls include everything a user pays after the data is in memory:
+building the networks, compiling (ours), training and evaluation; the data
+is rendered once, before either, and not counted. Our wall is split into
+planning, tracing + compiling (XLA's own event durations), training and
+evaluation. Prints a table and, last, `sweep_speedup_vs_pytorch=<float>`:
+PyTorch's wall over ours, i.e. our throughput (network-steps per second)
+over PyTorch's for the whole sweep. Writes JSON to `--out`, with the load
+average before and after each side (on a loaded machine PyTorch's OpenMP
+threads slow down far more than XLA's, which flatters our ratio) and
+`sweep_speedup_vs_pytorch_without_plan_probe`: the ratio without the chunk
+plan's one-network compilation, which measures memory only (a change to
+mtl.ensemble could drop it where the members obviously fit).
+
+    pip install -e '.[bench]'    # PyTorch (CPU build)
+    python benchmarks/sweep_vs_pytorch.py --resolution 32                     # 15 networks of 4 tasks
+    python benchmarks/sweep_vs_pytorch.py --resolution 64
+    python benchmarks/sweep_vs_pytorch.py --tasks seg,depth,normals,keypoints,edges   # the ground truth's 36
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mtl import runtime  # noqa: E402
+from mtl.train import TrainConfig  # noqa: E402
+from tasks.registry import resolve_tasks  # noqa: E402
+
+FOUR = "seg,depth,normals,edges"
+
+
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+_compile_seconds: dict[str, float] = {}
+
+
+def _on_event(event: str, duration: float, **kwargs) -> None:
+    if event in _COMPILE_EVENTS:
+        _compile_seconds[event] = _compile_seconds.get(event, 0.0) + duration
+        if event == _COMPILE_EVENTS[-1]:
+            _compile_seconds["programs compiled"] = _compile_seconds.get("programs compiled", 0) + 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_event)  # once per process
+
+
+class CompileClock:
+    """Seconds JAX spends tracing, lowering and compiling (its monitoring events) since this clock was made."""
+
+    def __init__(self):
+        self.start = dict(_compile_seconds)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return {k: v - self.start.get(k, 0.0) for k, v in _compile_seconds.items()}
+
+    def total(self) -> float:
+        return sum(v for k, v in self.seconds.items() if k in _COMPILE_EVENTS)
+
+
+def candidates(names: tuple[str, ...]):
+    """The sweep's networks: grouping.runner.candidate_specs, with the half-size singles
+    only for the ground truth's task set."""
+    from grouping.groundtruth import TASKS as GT_TASKS
+    from grouping.runner import candidate_specs
+
+    return candidate_specs(names, half_size=set(names) == set(GT_TASKS))
+
+
+def _load() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def even_batch(n: int, batch: int = 64) -> int:
+    """The largest batch of at most `batch` images that splits n images into equal batches, if one
+    of at least batch/2 exists (one evaluation program instead of two: a short last batch is a new
+    shape, and so a second compilation); else `batch`."""
+    return next((b for b in range(min(batch, n), max(batch // 2, 1) - 1, -1) if n % b == 0), batch)
+
+
+def run_ours(specs, by_name, train, validation, cfg: TrainConfig, strategy: str, eval_batch: int | None = None) -> dict:
+    """The sweep as train_ensemble_and_evaluate runs it (one ensemble per width, chunked to fit),
+    each phase timed. `eval_batch`: evaluate_ensemble's batch (None: `even_batch` of the
+    validation count; 64 is the library's default)."""
+    import dataclasses
+
+    from mtl.ensemble import (CPU_MAX_MEMBERS, ensemble_devices, evaluate_ensemble, free_memory_bytes,
+                              member_memory_bytes, plan_chunks, resolve_strategy, train_ensemble)
+    from mtl.train import to_device
+
+    strategy = resolve_strategy(strategy)
+    eval_batch = eval_batch or even_batch(len(validation["rgb"]))
+    clock = CompileClock()
+    devs = ensemble_devices(None)
+    phases = {"plan": 0.0, "train": 0.0, "evaluate": 0.0}
+    by_size: dict[float, list] = {}
+    for spec in specs:
+        by_size.setdefault(spec.size, []).append(spec)
+    finals, vals, ensembles = [], [], []
+    t_all = time.perf_counter()
+    for size, group in by_size.items():
+        members = [tuple(by_name[t] for t in s.tasks) for s in group]
+        c = dataclasses.replace(cfg, size=size)
+        t0 = time.perf_counter()
+        cap = CPU_MAX_MEMBERS if strategy == "unroll" and devs[0].platform == "cpu" else None
+        per_member = member_memory_bytes(members, c, train, strategy)
+        chunks = plan_chunks(len(members), per_member, free_memory_bytes(devs[0]), len(devs), cap)
+        phases["plan"] += time.perf_counter() - t0
+        for chunk in chunks:
+            part = [members[j] for j in chunk]
+            union = tuple({t.name: t for m in part for t in m}.values())
+            t0 = time.perf_counter()
+            results, ens, params = train_ensemble(part, train, c, strategy=strategy, devices=devs, progress=False)
+            jax.block_until_ready(params)
+            phases["train"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            ev = evaluate_ensemble(ens, params, to_device(validation, union), strategy=strategy,
+                                  batch_size=eval_batch)
+            phases["evaluate"] += time.perf_counter() - t0
+            finals += [r.losses[-1] for r in results]
+            vals += ev
+            ensembles.append({"size": size, "members": len(part)})
+    wall = time.perf_counter() - t_all
+    return {"wall_seconds": wall, "phases_seconds": phases, "compile_seconds": clock.total(),
+            "compile_events_seconds": clock.seconds, "ensembles": ensembles, "strategy": strategy,
+            "eval_batch": eval_batch,
+            "mean_final_train_loss": float(np.mean([f.mean() for f in finals])),
+            "mean_validation_loss": float(np.mean([np.mean([v["loss"] for v in m.values()]) for m in vals]))}
+
+
+def run_torch(specs, by_name, train, validation, cfg: TrainConfig, channels_last: bool, device: str = "cpu",
+              bf16: bool = False) -> dict:
+    """The sweep as Standley's released code runs it: one PyTorch network after another."""
+    import dataclasses
+
+    from benchmarks import torch_twin
+
+    t_all = time.perf_counter()
+    t0 = time.perf_counter()
+    tr, va = torch_twin.tensors(train, device), torch_twin.tensors(validation, device)
+    data_seconds = time.perf_counter() - t0
+    runs = [torch_twin.train_and_evaluate([by_name[t] for t in s.tasks], s.size, tr,
+                                          dataclasses.replace(cfg, size=s.size), va, device=device,
+                                          channels_last=channels_last, bf16=bf16) for s in specs]
+    wall = time.perf_counter() - t_all
+    return {"wall_seconds": wall, "layout": "channels_last" if channels_last else "channels_first",
+            "phases_seconds": {"data": data_seconds, "train": sum(r.train_seconds for r in runs),
+                               "evaluate": sum(r.eval_seconds for r in runs)},
+            "mean_final_train_loss": float(np.mean([r.final_losses.mean() for r in runs])),
+            "mean_validation_loss": float(np.mean([np.mean(list(r.validation_loss.values())) for r in runs]))}
+
+
+def machine() -> dict:
+    device = jax.devices()[0]
+    info = {"platform": device.platform, "device_kind": device.device_kind, "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "jax": jax.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    try:
+        import torch
+
+        info["torch"], info["torch_threads"] = torch.__version__, torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", default=FOUR, help="the sweep's tasks (the ground truth's five: its 36 networks)")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--steps", type=int, default=600, help="steps per network (the ground truth's schedule: 600)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--counts", default="4000,500", help="train,validation images (the ground truth's: 4000,500)")
+    p.add_argument("--torch-layout", choices=("channels_last", "channels_first"), default="channels_last")
+    p.add_argument("--strategy", default="auto", help="ours: auto | unroll | vmap")
+    p.add_argument("--torch-threads", type=int, default=None, help="PyTorch's threads (default: one per core)")
+    p.add_argument("--eval-batch", type=int, default=None,
+                   help="ours: evaluation batch (default: equal batches of at most 64; the library's default is 64)")
+    p.add_argument("--order", choices=("ours-first", "torch-first"), default="ours-first")
+    p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/sweep_vs_pytorch_<res>.json)")
+    args = p.parse_args(argv)
+
+    try:
+        import torch
+    except ImportError:
+        sys.exit("error: PyTorch is not installed; pip install -e '.[bench]' (torch, CPU build)")
+    from tasks.scenes import render_scenes
+
+    runtime.tune_malloc()  # MTL_TUNE_MALLOC=1 only, as in the scripts
+    torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
+    tasks = resolve_tasks(args.tasks)
+    by_name = {t.name: t for t in tasks}
+    specs = candidates(tuple(by_name))
+    n_train, n_val = (int(x) for x in args.counts.split(","))
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size)
+    t0 = time.perf_counter()
+    data = render_scenes(seed=0, count=n_train + n_val, resolution=args.resolution)
+    train = {k: v[:n_train] for k, v in data.items()}
+    validation = {k: v[n_train:] for k, v in data.items()}
+    render_seconds = time.perf_counter() - t0
+    print(f"{len(specs)} networks ({', '.join(sorted({f'size {s.size:g}' for s in specs}))}) of {args.tasks}, "
+          f"{args.resolution}x{args.resolution}, {args.steps} steps of batch {args.batch_size}; "
+          f"data rendered in {render_seconds:.1f} s (not counted)", flush=True)
+
+    load = {"before": _load()}
+    results = {}
+    order = ["ours", "torch"] if args.order == "ours-first" else ["torch", "ours"]
+    for who in order:
+        cpu0 = time.process_time()
+        if who == "ours":
+            results["ours"] = run_ours(specs, by_name, train, validation, cfg, args.strategy, args.eval_batch)
+        else:
+            results["torch"] = run_torch(specs, by_name, train, validation, cfg, args.torch_layout == "channels_last")
+        load[f"after_{who}"] = _load()
+        r = results[who]
+        r["process_cpu_seconds"] = time.process_time() - cpu0  # all threads; spin-waiting counts too
+        print(f"  {who:<6} {r['wall_seconds']:7.1f} s  " + "  ".join(f"{k} {v:.1f}" for k, v in r["phases_seconds"].items())
+              + (f"  (of which tracing+compiling {r['compile_seconds']:.1f})" if who == "ours" else ""), flush=True)
+    ours, theirs = results["ours"], results["torch"]
+    network_steps = len(specs) * args.steps
+    speedup = theirs["wall_seconds"] / ours["wall_seconds"]
+    out = {
+        "benchmark": "sweep_vs_pytorch",
+        "command": "python benchmarks/sweep_vs_pytorch.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine(), "tasks": args.tasks, "networks": len(specs),
+        "sizes": sorted({s.size for s in specs}), "resolution": args.resolution, "steps": args.steps,
+        "batch_size": args.batch_size, "counts": [n_train, n_val], "render_seconds": render_seconds,
+        "load_average": load, "ours": ours, "torch": theirs,
+        "network_steps_per_second": {"ours": network_steps / ours["wall_seconds"],
+                                     "torch": network_steps / theirs["wall_seconds"]},
+        "sweep_speedup_vs_pytorch": speedup,
+        # The chunk plan compiles a one-network step only to read its memory use (mtl.ensemble.
+        # member_memory_bytes); no training reuses it. Without that probe:
+        "sweep_speedup_vs_pytorch_without_plan_probe":
+            theirs["wall_seconds"] / (ours["wall_seconds"] - ours["phases_seconds"]["plan"]),
+    }
+    path = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"sweep_vs_pytorch_{args.resolution}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+    worst = max(x for v in load.values() for x in v[:1]) if load["before"] else 0.0
+    if worst > (os.cpu_count() or 1):
+        print(f"warning: other jobs loaded the machine (1-minute load average up to {worst:.1f} on {os.cpu_count()} "
+              "cores); PyTorch's OpenMP threads slow down far more than XLA's under contention, so this ratio "
+              "overstates ours: rerun on a quiet machine", file=sys.stderr)
+    print(f"sweep_speedup_vs_pytorch={speedup:.3f}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
