@@ -137,7 +137,6 @@ def rendered(seed: int, counts, resolution: int) -> list[dict]:
 
 def part_train_step(s: Sizes, tdev: str | None) -> dict:
     import jax
-    import jax.numpy as jnp
     from flax import nnx
 
     from benchmarks import torch_twin
@@ -154,11 +153,10 @@ def part_train_step(s: Sizes, tdev: str | None) -> dict:
         tx = make_optimizer(cfg)
         run = make_train_fn(graphdef, tasks, tx, cfg)
         dev = to_device(data, tasks)
-        weights = jnp.ones(len(tasks))
         holder = {"state": initial_state(params, tx)}
 
         def jax_step():
-            holder["state"], losses = run(holder["state"], dev, weights)
+            holder["state"], losses = run(holder["state"], dev)
             return losses
 
         steps = {"jax": (jax_step, jax.block_until_ready)}
