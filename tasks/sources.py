@@ -91,7 +91,7 @@ def detect_layout(root: Path) -> str:
 
 def catalogue(kind: str) -> TaskSet:
     """The tasks a source of `kind` offers."""
-    if kind in ("scenes", "taskonomy"):
+    if kind in ("scenes", "taskonomy", "arrays"):  # arrays (`tasks.custom.ArrayData`): the registered tasks
         return DEFAULT
     return {"nyuv2": mtan.NYUV2_TASKS, "cityscapes": mtan.CITYSCAPES_TASKS, "celeba": celeba.CELEBA_TASKS}[kind]
 
