@@ -52,8 +52,8 @@ Solvers
            goes).  Infeasible budgets are found by the MIP itself (the
            exact cheapest cover, a set-cover MIP, can take far longer than
            the selections with many tasks and real costs, so it is computed
-           only for the error message); a stopped run falls back on the
-           previous budget's selection or a greedy cover.  Good for sparse
+           only when needed); a stopped run falls back on the previous
+           budget's selection, a greedy cover, or the exact cheapest cover.  Good for sparse
            candidate sets, many distinct costs and many tasks
            (``benchmarks/selection.py --parts e``).
 ``"auto"`` ``"dp"`` up to ``DP_ALWAYS_TASKS`` tasks; up to ``DP_MAX_TASKS``
@@ -1154,9 +1154,11 @@ def _solve_mip(inst: _Instance, budgets: list[float], deadline: float | None):
                 found = tuple(int(j) for j in np.flatnonzero(np.array(solution.col_value[:N]) > 0.5))
                 if _fits(math.fsum(inst.costs[list(found)]), budget) and _covers(inst, found):
                     options.append(found)
-            if not options:
-                raise SelectionError(f"no selection within budget {budget:g} was found in the time limit (the "
-                                     f"cheapest one known costs {math.fsum(inst.costs[list(previous)]):g}); allow more time")
+            if not options:  # nothing found that fits: the exact cheapest cover (without a time limit)
+                cover_cost, cover = _min_cover(inst)
+                if not _fits(cover_cost, budget):
+                    continue  # infeasible
+                options.append(cover)
             chosen = min(options, key=lambda c: _selection_value(inst, c))
             value, bound = _selection_value(inst, chosen), h.getInfo().mip_dual_bound
             gap = max(0.0, value - bound) / max(abs(value), 1e-12) if math.isfinite(bound) else math.inf
