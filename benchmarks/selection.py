@@ -22,6 +22,18 @@ quoted for comparison.
     budget 3 (target < 10 s), with both exact solvers.
 (d) The largest number of tasks solved exactly within a per-instance limit
     (default 60 s), n = 12, 13, ..., each solver in a child process.
+(e) Many tasks: the synthetic released-style table of the tests (27 tasks,
+    every single and pair and 3,000 random networks of 2-20 tasks, random
+    losses and costs): budget 25 exactly, against the tests' independent
+    assignment MIP (scipy's milp), and the tight budget 12 under a 5 s
+    limit (best found and its gap).
+(f) Arbitrary real costs: the 12-task instance of (c) with measured FLOPs
+    as costs (encoder plus one decoder per task, XLA's counts for the scenes
+    tasks at 64x64; synthetic task i has the decoder of scenes task i mod 5)
+    and with random costs (nominal x U(0.8, 1.25)), budget 5 full-size
+    single-task networks (the cheapest cover under FLOPs costs 3.76), under a 10 s time limit; target: exact in < 10 s.
+
+    python benchmarks/selection.py --parts e,f --out benchmarks/results/selection_costs.json
 """
 
 from __future__ import annotations
@@ -263,13 +275,77 @@ def largest_n(limit: float, budget: float = 3.0) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=5, help="repeats for the fast items (min and median reported)")
-    parser.add_argument("--largest-limit", type=float, default=60.0, help="per-instance seconds for (d); 0 skips it")
-    args = parser.parse_args()
-    report = {"machine": machine_info(), "command": "python benchmarks/selection.py " + " ".join(sys.argv[1:])}
+# --------------------------------------------------------------------------
+# (e) many tasks, (f) arbitrary real costs
+# --------------------------------------------------------------------------
 
+
+def _tests_module():
+    """tests/test_selection.py: the many-task instance and the independent MIP are defined once, there."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("test_selection", REPO / "tests" / "test_selection.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def many_tasks(time_limit: float = 60.0) -> dict:
+    """(e): a loose budget (25; the cheapest cover costs about 8.6) solved exactly, checked against the tests'
+    scipy assignment MIP; a tight one (12) under a 5 s limit, answered with its gap."""
+    t = _tests_module()
+    tasks, candidates = t.many_task_instance()
+    out = {"tasks": len(tasks), "candidates": len(candidates), "budgets": []}
+    for budget, limit, reference in ((25.0, time_limit, True), (12.0, 5.0, False)):
+        seconds, _, (sel,) = timed(lambda: select_networks(candidates, budget, tasks=tasks, time_limit=limit))
+        row = {"budget": budget, "time_limit": limit, "seconds": seconds, "total": sel.total, "optimal": sel.optimal,
+               "gap": sel.gap, "cost": sel.cost, "networks": [nw.label for nw in sel.networks]}
+        if reference:
+            ref_s, _, (ref, _) = timed(lambda: t.assignment_milp(candidates, tasks, budget))
+            row.update(reference_total=ref, reference_seconds=ref_s, matches_reference=abs(sel.total - ref) <= 1e-7 * abs(ref))
+        out["budgets"].append(row)
+    return out
+
+
+def flops_costs() -> dict:
+    """Measured forward FLOPs per 64x64 image (`grouping.costs.flops`) of the 5 scenes tasks' parts: the
+    full-size encoder, each task's decoder, and each task's half-size single-task network."""
+    from grouping.costs import flops
+
+    names = ("seg", "depth", "normals", "keypoints", "edges")
+    encoder = flops([names[0]], 1.0, 64) - (flops(names[:2], 1.0, 64) - flops(names[1:2], 1.0, 64))
+    return {"encoder": encoder, "decoders": {name: flops([name], 1.0, 64) - encoder for name in names},
+            "half_singles": {name: flops([name], 0.5, 64) for name in names}}
+
+
+def real_costs(n: int = 12, budget: float = 5.0) -> dict:
+    """(f): the instance of (c) priced by measured FLOPs, and by random real costs; budgets in full-size singles."""
+    parts = flops_costs()
+    decoders, halves = list(parts["decoders"].values()), list(parts["half_singles"].values())
+    candidates = random_instance(n)
+    index = {f"t{i}": i for i in range(n)}
+    rng = np.random.default_rng(1)
+
+    def flops_of(nw: Network) -> float:  # synthetic task i has the parts of scenes task i mod 5
+        if nw.label.startswith("half:"):
+            return halves[index[nw.tasks[0]] % len(halves)]
+        return parts["encoder"] + math.fsum(decoders[index[t] % len(decoders)] for t in nw.tasks)
+
+    pricing = {"flops": flops_of, "random": lambda nw: nw.cost * float(rng.uniform(0.8, 1.25))}
+    out = {"n": n, "budget_in_full_size_singles": budget, "flops_parts": parts}
+    for name, price in pricing.items():
+        raw = [price(nw) for nw in candidates]
+        unit = statistics.mean(c for nw, c in zip(candidates, raw) if len(nw.tasks) == 1 and not nw.label.startswith("half:"))
+        priced = [Network(nw.tasks, c / unit, nw.losses, nw.label) for nw, c in zip(candidates, raw)]
+        out[name] = {"distinct_costs": len({round(nw.cost, 12) for nw in priced})}
+        for solver in ("auto", "mip"):  # under the 10 s target as a time limit: exact or the gap left
+            seconds, _, (sel,) = timed(lambda: select_networks(priced, budget, solver=solver, time_limit=10.0))
+            out[name][solver] = {"seconds": seconds, "total": sel.total, "optimal": sel.optimal, "gap": sel.gap,
+                                 "cost": sel.cost, "networks": [nw.label for nw in sel.networks]}
+    return out
+
+
+def part_a(args, report: dict) -> None:
     a = standley(args.repeat)
     report["standley"] = a
     diffs = {s: max(v.values()) for s, v in ((s, e.get("max_abs_diff_vs_published")) for s, e in a["settings"].items()) if v}
@@ -283,6 +359,8 @@ def main() -> None:
         print(f"    {name}: hoa     {s['hoa']['test_total']}")
         print(f"    {name}: esa     {s['esa']['test_total']}" + (f" (ESA table lacks {s['esa_table_missing']})" if s["esa_table_missing"] else ""))
 
+
+def part_b(args, report: dict) -> None:
     b = tag(args.repeat)
     report["tag"] = b
     for k, e in b["celeba"].items():
@@ -293,20 +371,56 @@ def main() -> None:
         print(f"    TAG Taskonomy {k}: {e['seconds'] * 1000:.1f} ms, mean score {e['mean_score']:.7f}, "
               f"matches published: {e.get('matches_published')}; plain exhaustive {ex['seconds'] * 1000:.0f} ms")
 
+
+def part_c(report: dict) -> None:
     c = {solver: solve_random(12, 3.0, solver, None) for solver in ("auto", "mip")}
     report["random12_budget3"] = c
     print(f"(c) 12 tasks ({c['auto']['candidates']} candidates), budget 3: auto (DP) {c['auto']['seconds']:.2f} s, "
           f"MIP {c['mip']['seconds']:.2f} s (target < 10 s); totals {c['auto']['total']:.6f} / {c['mip']['total']:.6f}")
 
-    if args.largest_limit > 0:
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=5, help="repeats for the fast items (min and median reported)")
+    parser.add_argument("--largest-limit", type=float, default=60.0, help="per-instance seconds for (d); 0 skips it")
+    parser.add_argument("--parts", default="a,b,c,d,e,f", help="which items to run, comma-separated (default all)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON written (default {RESULTS.relative_to(REPO)})")
+    args = parser.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts or parts - set("abcdef"):
+        parser.error(f"--parts takes letters among a,b,c,d,e,f, got {args.parts!r}")
+    report = {"machine": machine_info(), "command": "python benchmarks/selection.py " + " ".join(sys.argv[1:])}
+    if "a" in parts:
+        part_a(args, report)
+    if "b" in parts:
+        part_b(args, report)
+    if "c" in parts:
+        part_c(report)
+    if "d" in parts and args.largest_limit > 0:
         print(f"(d) largest n solved exactly within {args.largest_limit:g} s (budget 3, Standley-like random instances):")
         d = largest_n(args.largest_limit)
         report["largest_n"] = d
         print(f"    largest exact: {d['largest_exact']}")
-
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {RESULTS.relative_to(REPO)}")
+    if "e" in parts:
+        e = many_tasks()
+        report["many_tasks"] = e
+        print(f"(e) {e['tasks']} tasks, {e['candidates']} networks:")
+        for row in e["budgets"]:
+            print(f"    budget {row['budget']:g} (limit {row['time_limit']:g} s): {row['seconds']:.2f} s, optimal={row['optimal']}, "
+                  f"gap {row['gap']:.2g}, total {row['total']:.6f}" + (
+                      f"; scipy milp {row['reference_total']:.6f} in {row['reference_seconds']:.2f} s" if "reference_total" in row else ""))
+    if "f" in parts:
+        f = real_costs()
+        report["real_costs_12"] = f
+        for name in ("flops", "random"):
+            r = f[name]
+            print(f"(f) 12 tasks, {name} costs ({r['distinct_costs']} distinct), budget 5: auto {r['auto']['seconds']:.2f} s "
+                  f"(optimal={r['auto']['optimal']}, gap {r['auto']['gap']:.2g}), MIP {r['mip']['seconds']:.2f} s "
+                  f"(optimal={r['mip']['optimal']}, gap {r['mip']['gap']:.2g}); "
+                  f"totals {r['auto']['total']:.6f} / {r['mip']['total']:.6f} (target < 10 s)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -49,11 +49,18 @@ Solvers
            candidates are dropped first: ``N`` is dominated by ``M`` when
            ``S(N) ⊆ S(M)``, ``c(M) <= c(N)``, ``L(t,M) <= L(t,N)`` on
            ``S(N)`` and one of these is strict (exact duplicates: the later
-           goes).  Good for sparse candidate sets and many distinct costs.
+           goes).  Infeasible budgets are found by the MIP itself (the
+           exact cheapest cover, a set-cover MIP, can take far longer than
+           the selections with many tasks and real costs, so it is computed
+           only when needed); a stopped run falls back on the previous
+           budget's selection, a greedy cover, or the exact cheapest cover.  Good for sparse
+           candidate sets, many distinct costs and many tasks
+           (``benchmarks/selection.py --parts e``).
 ``"auto"`` ``"dp"`` up to ``DP_ALWAYS_TASKS`` tasks; up to ``DP_MAX_TASKS``
            when the candidates are dense, their cost totals within the
            largest budget take at most ``DP_MAX_COST_LEVELS`` values and the
-           rough DP time estimate fits ``time_limit``; else ``"mip"``.  The
+           rough DP time estimate fits ``time_limit`` and its memory bound
+           (``DP_MAX_BLOCKS``) holds; else ``"mip"``.  The
            rule comes from measuring both (``benchmarks/selection.py``).
 
 Ties and tolerances
@@ -130,8 +137,13 @@ DP_ALWAYS_TASKS = 10
 DP_MAX_TASKS = 15
 DP_MAX_COST_LEVELS = 64
 DP_SECONDS_PER_SPLIT = 2e-6  # rough DP time per (block, split) pair, × 3^n
+#: The subset DP's memory bound: at most this many subsets of the tasks (2^n), and of serving blocks
+#: (Σ over candidates of 2^|S(N)|); beyond it, ``solver="dp"`` is refused before allocating anything.
+DP_MAX_BLOCKS = 1 << 24
 #: Relative optimality gap at which the MIP solver stops.
 MIP_REL_GAP = 1e-9
+#: Most tasks `tag_candidates` enumerates every group of (2^20 networks: about a gigabyte of Python objects).
+TAG_MAX_TASKS = 20
 #: Score of a task trained alone in the TAG variant (as in the TAG notebooks).
 SINGLETON_SCORE = -1e6
 #: Relative slack allowed when comparing a cost sum with a budget.
@@ -415,6 +427,9 @@ def tag_candidates(
 ) -> list[Network]:
     """Every non-empty group of tasks as a cost-1 Network whose ``losses`` are TAG scores."""
     names, matrix = affinity_matrix(affinity, tasks)
+    if len(names) > TAG_MAX_TASKS:
+        raise SelectionError(f"the TAG variant enumerates every group of the tasks (2^n - 1 of them); it takes at most "
+                             f"{TAG_MAX_TASKS} tasks, got {len(names)}")
     index = {t: i for i, t in enumerate(names)}
     out = []
     for group in subsets_by_size(names):
@@ -721,9 +736,15 @@ def _solve(inst: _Instance, budgets: list[float], time_limit: float | None, solv
         raise SelectionError(f"unknown solver {solver!r} (use 'auto', 'dp' or 'mip')")
     if not budgets:
         return []
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     cap = min(max(budgets), float(inst.costs.sum()))
     if solver == "auto":
         solver = _choose_solver(inst, cap, time_limit)
+    elif solver == "dp" and not _dp_fits_memory(inst):
+        raise SelectionError(
+            f"the subset DP cannot hold a table of {inst.n} tasks and {len(inst.networks)} networks in memory "
+            f"(it needs 2^tasks = {1 << inst.n} blocks and 2^|S| blocks per network, at most "
+            f"{DP_MAX_BLOCKS} each); use solver='mip'")
     capped = [min(b, cap) for b in budgets]
     # The DP skips dominance pruning: its tie-break may prefer a dominated network.
     keep = np.flatnonzero(_fits(inst.costs, cap)) if solver == "dp" else _prune(inst, cap)
@@ -733,7 +754,7 @@ def _solve(inst: _Instance, budgets: list[float], time_limit: float | None, solv
     elif solver == "dp":
         raw = _solve_dp(small, capped, cap)
     else:
-        raw = _solve_mip(small, capped, time_limit)
+        raw = _solve_mip(small, capped, deadline)
     for budget, result in zip(budgets, raw):
         if result is None:
             raise InfeasibleBudgetError(budget, _min_cover_cost(inst))
@@ -745,13 +766,21 @@ def _choose_solver(inst: _Instance, cap: float, time_limit: float | None) -> str
     n = inst.n
     if n <= DP_ALWAYS_TASKS:
         return "dp"
-    if n > DP_MAX_TASKS or len(inst.networks) < (1 << n) // 8:
+    if n > DP_MAX_TASKS or len(inst.networks) < (1 << n) // 8 or not _dp_fits_memory(inst):
         return "mip"
     if _cost_levels(inst.costs, cap, n) > DP_MAX_COST_LEVELS:
         return "mip"
     if time_limit is not None and DP_SECONDS_PER_SPLIT * 3**n > time_limit:
         return "mip"
     return "dp"
+
+
+def _dp_fits_memory(inst: _Instance) -> bool:
+    """Whether the subset DP's arrays stay bounded: 2^n entries per block table and Σ_N 2^|S(N)| serving
+    blocks, each at most ``DP_MAX_BLOCKS`` (checked before anything of that size is allocated)."""
+    if inst.n > DP_MAX_BLOCKS.bit_length() - 1:
+        return False
+    return int(np.sum(np.exp2(_popcount(inst.masks)))) <= DP_MAX_BLOCKS
 
 
 def _cost_levels(costs: np.ndarray, cap: float, max_networks: int) -> int:
@@ -1017,27 +1046,45 @@ def _run_mip(col_cost, col_lower, col_upper, row_lower, row_upper, start, index,
 
 
 def _min_cover_cost(inst: _Instance) -> float:
-    """Cheapest cost of a set of candidates covering every task."""
+    """Cheapest cost of a set of candidates covering every task (exact: no time limit)."""
     return _min_cover(inst)[0]
 
 
+def _greedy_cover(inst: _Instance) -> tuple[int, ...]:
+    """A cover by the greedy rule (cheapest cost per newly covered task), the fallback of a stopped set-cover MIP."""
+    full, done, chosen = (1 << inst.n) - 1, 0, []
+    while done != full:
+        new = _popcount(inst.masks & ~np.int64(done))
+        i = int(np.argmin(np.where(new > 0, inst.costs / np.maximum(new, 1), np.inf)))
+        chosen.append(i)
+        done |= int(inst.masks[i])
+    return tuple(sorted(chosen))
+
+
 def _min_cover(inst: _Instance) -> tuple[float, tuple[int, ...]]:
-    """Cheapest set of candidates covering every task (set-cover MIP): (cost, indices)."""
+    """Cheapest set of candidates covering every task (weighted set-cover MIP, HiGHS): (cost, indices).
+
+    Only masks and costs matter, so candidates with a superset (or the same set) at no higher cost are
+    dropped first (`_prune` on zero losses).  Exact and without a time limit: with many tasks and real
+    costs it can take a while (27 tasks, 3,378 random networks: about 20 s), so the selection itself
+    never waits for it."""
     import highspy
 
-    n, N = inst.n, len(inst.networks)
-    bits = inst.bits
-    rows = [np.flatnonzero(bits[i]) for i in range(N)]
-    start = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
-    h = _run_mip(inst.costs.astype(float), np.zeros(N), np.ones(N), np.ones(n), np.full(n, highspy.kHighsInf),
-                 start, np.concatenate(rows), np.ones(int(start[-1])), [True] * N,
+    keep = _prune(dataclasses.replace(inst, values=np.zeros_like(inst.values)), math.inf)
+    n, N = inst.n, len(keep)
+    bits = inst.bits[keep]
+    start = np.concatenate([[0], np.cumsum(bits.sum(axis=1))])
+    h = _run_mip(inst.costs[keep].astype(float), np.zeros(N), np.ones(N), np.ones(n), np.full(n, highspy.kHighsInf),
+                 start, np.nonzero(bits)[1], np.ones(int(start[-1])), [True] * N,
                  {"mip_rel_gap": 0.0, "mip_abs_gap": 1e-12})
     h.run()
-    chosen = tuple(int(i) for i in np.flatnonzero(np.array(h.getSolution().col_value) > 0.5))
+    chosen = tuple(int(keep[i]) for i in np.flatnonzero(np.array(h.getSolution().col_value) > 0.5))
     return math.fsum(inst.costs[list(chosen)]), chosen
 
 
-def _solve_mip(inst: _Instance, budgets: list[float], time_limit: float | None):
+def _solve_mip(inst: _Instance, budgets: list[float], deadline: float | None):
+    """The assignment MIP per budget (module docstring), smallest budget first; (chosen, optimal, gap) or None
+    (infeasible) per budget.  ``deadline`` (time.monotonic()) is shared out over the cover and the budgets."""
     import highspy
 
     n, N = inst.n, len(inst.networks)
@@ -1074,14 +1121,15 @@ def _solve_mip(inst: _Instance, budgets: list[float], time_limit: float | None):
                      "mip_feasibility_tolerance": 1e-10, "primal_feasibility_tolerance": 1e-10},
         )
 
-    deadline = None if time_limit is None else time.monotonic() + time_limit
     order = sorted(range(len(budgets)), key=lambda i: budgets[i])
     out: list = [None] * len(budgets)
-    cover_cost, previous = _min_cover(inst)  # a selection feasible for every budget not skipped
+
+    # No exact cheapest cover first: with many tasks and real costs that set-cover MIP can take far longer than
+    # the selections (27 tasks, 3,378 networks: 20 s against ~1 s).  Each budget's MIP proves infeasibility
+    # itself; the fallback for a stopped run is the previous budget's selection or a greedy cover.
+    previous = _greedy_cover(inst)
     for rank, i in enumerate(order):
         budget = budgets[i]
-        if not _fits(cover_cost, budget):
-            continue
         # Half the documented slack, so HiGHS's own tolerance (1e-10) cannot push a cost past it.
         h = model(budget + 0.5 * BUDGET_RTOL * max(1.0, abs(budget)))
         if deadline is not None:
@@ -1097,12 +1145,20 @@ def _solve_mip(inst: _Instance, budgets: list[float], time_limit: float | None):
             if not (_covers(inst, chosen) and _fits(math.fsum(inst.costs[list(chosen)]), budget)):
                 raise RuntimeError(f"HiGHS returned an infeasible selection for budget {budget:g}")
             out[i] = (chosen, True, 0.0)
+        elif status == highspy.HighsModelStatus.kInfeasible:
+            continue  # no cover fits this budget
         else:  # stopped early: the better of HiGHS's incumbent and the fallback selection
-            options = [previous]
+            fallback = previous if _fits(math.fsum(inst.costs[list(previous)]), budget) else None
+            options = [] if fallback is None else [fallback]
             if solution.value_valid:
                 found = tuple(int(j) for j in np.flatnonzero(np.array(solution.col_value[:N]) > 0.5))
                 if _fits(math.fsum(inst.costs[list(found)]), budget) and _covers(inst, found):
                     options.append(found)
+            if not options:  # nothing found that fits: the exact cheapest cover (without a time limit)
+                cover_cost, cover = _min_cover(inst)
+                if not _fits(cover_cost, budget):
+                    continue  # infeasible
+                options.append(cover)
             chosen = min(options, key=lambda c: _selection_value(inst, c))
             value, bound = _selection_value(inst, chosen), h.getInfo().mip_dual_bound
             gap = max(0.0, value - bound) / max(abs(value), 1e-12) if math.isfinite(bound) else math.inf
