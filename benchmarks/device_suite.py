@@ -137,10 +137,10 @@ def rendered(seed: int, counts, resolution: int) -> list[dict]:
 
 def part_train_step(s: Sizes, tdev: str | None) -> dict:
     import jax
-    from flax import nnx
 
     from benchmarks import torch_twin
-    from mtl.train import TrainConfig, build_model, initial_state, make_optimizer, make_train_fn, to_device
+    from benchmarks.train_step import jax_step_fn
+    from mtl.train import TrainConfig
     from tasks.registry import resolve_tasks
 
     tasks = resolve_tasks(s.step_tasks)
@@ -149,17 +149,7 @@ def part_train_step(s: Sizes, tdev: str | None) -> dict:
     out = {"tasks": s.step_tasks, "resolution": s.step_resolution, "batch": s.step_batch}
     for dtype in ("float32", "bfloat16"):
         cfg = TrainConfig(batch_size=s.step_batch, steps=total, dtype=dtype)
-        graphdef, params = nnx.split(build_model(tasks, cfg), nnx.Param)
-        tx = make_optimizer(cfg)
-        run = make_train_fn(graphdef, tasks, tx, cfg)
-        dev = to_device(data, tasks)
-        holder = {"state": initial_state(params, tx)}
-
-        def jax_step():
-            holder["state"], losses = run(holder["state"], dev)
-            return losses
-
-        steps = {"jax": (jax_step, jax.block_until_ready)}
+        steps = {"jax": (jax_step_fn(data, s.step_batch, total, s.step_tasks, dtype), jax.block_until_ready)}
         if tdev is not None:
             import torch
 

@@ -93,9 +93,11 @@ def time_interleaved(steps: dict, n_steps: int, repeats: int) -> dict[str, list[
     return times
 
 
-def jax_step_fn(data: dict[str, np.ndarray], batch: int, steps: int):
-    tasks = resolve_tasks(TASKS)
-    cfg = TrainConfig(batch_size=batch, steps=steps)
+def jax_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, tasks=TASKS, dtype: str = "float32"):
+    """One jitted training step of the network of `tasks` on `data`, as a no-argument callable
+    returning the step's losses (the state is kept between calls)."""
+    tasks = resolve_tasks(tasks)
+    cfg = TrainConfig(batch_size=batch, steps=steps, dtype=dtype)
     graphdef, params = nnx.split(build_model(tasks, cfg), nnx.Param)
     tx = make_optimizer(cfg)
     run = make_train_fn(graphdef, tasks, tx, cfg)

@@ -217,7 +217,8 @@ def train(args, names, seeds, out: Path) -> dict:
 
     path = out / "ground_truth.json"
     wanted = record_settings(args, names)
-    if path.is_file():
+    recorded = path.is_file()
+    if recorded:
         gt = json.loads(path.read_text())
         if list(gt["tasks"]) != list(names):
             raise ValueError(f"{path} holds the tasks {','.join(gt['tasks'])}, not {','.join(names)}: give "
@@ -226,7 +227,6 @@ def train(args, names, seeds, out: Path) -> dict:
         if diffs:
             raise ValueError(f"{path} was recorded with other settings ({'; '.join(diffs)}): give another --out, "
                              "or the record's settings to add seeds to it")
-        gt["settings"].setdefault("added", [])
     else:
         gt = {"tasks": list(names), "letters": column_letters(resolve_tasks(names)), "settings": wanted, "runs": {}}
     todo = [s for s in seeds if str(s) not in gt["runs"]]
@@ -242,10 +242,10 @@ def train(args, names, seeds, out: Path) -> dict:
         path.write_text(json.dumps(gt, indent=1) + "\n")
 
     collect_seeds(args, names, todo, on_seed=save)
-    if "added" in gt["settings"] and todo:
-        gt["settings"]["added"].append({"seeds": todo, "code_version": wanted["code_version"],
-                                        "device": wanted["device"], "command": wanted["command"],
-                                        "wall_seconds": time.perf_counter() - started})
+    if recorded and todo:  # seeds added to an existing record: say by which code and command
+        gt["settings"].setdefault("added", []).append({
+            "seeds": todo, "code_version": wanted["code_version"], "device": wanted["device"],
+            "command": wanted["command"], "wall_seconds": time.perf_counter() - started})
     elif todo:
         gt["settings"]["wall_seconds"] = time.perf_counter() - started
     gt["runs"] = {str(s): gt["runs"][str(s)] for s in sorted(map(int, gt["runs"]))}
