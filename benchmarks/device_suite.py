@@ -15,7 +15,7 @@ the JSON is rewritten after every part, so a run cut short keeps what it had):
    compiled step and the model FLOPs (3x the forward FLOPs of mtl.cost, per
    image, times batch and members) over its steady time and the device's
    peak dense bf16 FLOP/s (PEAK_BF16_TFLOPS by device kind, or --peak-tflops).
-4. ``find_groups``: the default find_groups run (tag, 4 tasks, 64x64, 500
+4. ``find_groups``: the default find_groups run (its default method, 4 tasks, 64x64, 500
    steps, budget 2) from cold, data included. Where tensorflow-datasets and
    array_record are not installed (a plain GPU image with jax and PyTorch),
    the same estimate runs on scenes rendered directly (tasks/scenes.py)

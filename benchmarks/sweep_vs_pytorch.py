@@ -5,12 +5,11 @@ are evaluated on the same validation images, two ways in one process:
 
 * ours: the networks of one width as ensembles (`mtl.ensemble`: the chunk
   plan, `train_ensemble`, `evaluate_ensemble`, the calls that
-  `train_ensemble_and_evaluate` makes, each timed apart), with one speed
-  knob of that API: the evaluation batch splits the validation images into
-  equal batches (`even_batch`: 50 for 500 images), so each ensemble compiles
-  one evaluation program, not two (64 is the library's default, and leaves a
-  short last batch, a new shape). `--eval-batch 64` measures the library's
-  default;
+  `train_ensemble_and_evaluate` makes, each timed apart). The plan traces
+  one member's step for a memory bound and compiles it only where memory
+  could limit the chunks (`plan_ensemble`; the JSON's `memory_plan`);
+  evaluation runs in equal batches (`mtl.train.even_batch`: 50 for 500
+  images), one program per ensemble;
 * the anchor's: Standley et al.'s released code trains one network after
   another in PyTorch. Each network is the PyTorch twin of ours
   (benchmarks/torch_twin.py: same layers, losses, optimizer and schedule),
@@ -30,10 +29,9 @@ evaluation. Prints a table and, last, `sweep_speedup_vs_pytorch=<float>`:
 PyTorch's wall over ours, i.e. our throughput (network-steps per second)
 over PyTorch's for the whole sweep. Writes JSON to `--out`, with the load
 average before and after each side (on a loaded machine PyTorch's OpenMP
-threads slow down far more than XLA's, which flatters our ratio) and
-`sweep_speedup_vs_pytorch_without_plan_probe`: the ratio without the chunk
-plan's one-network compilation, which measures memory only (a change to
-mtl.ensemble could drop it where the members obviously fit).
+threads slow down far more than XLA's, which flatters our ratio).
+`--torch-device cuda` (default: cuda where PyTorch sees a GPU) runs the
+PyTorch side on a GPU.
 
     pip install -e '.[bench]'    # PyTorch (CPU build)
     python benchmarks/sweep_vs_pytorch.py --resolution 32                     # 15 networks of 4 tasks
@@ -109,22 +107,13 @@ def _load() -> list[float]:
         return []
 
 
-def even_batch(n: int, batch: int = 64) -> int:
-    """The largest batch of at most `batch` images that splits n images into equal batches, if one
-    of at least batch/2 exists (one evaluation program instead of two: a short last batch is a new
-    shape, and so a second compilation); else `batch`."""
-    return next((b for b in range(min(batch, n), max(batch // 2, 1) - 1, -1) if n % b == 0), batch)
-
-
 def run_ours(specs, by_name, train, validation, cfg: TrainConfig, strategy: str, eval_batch: int | None = None) -> dict:
     """The sweep as train_ensemble_and_evaluate runs it (one ensemble per width, chunked to fit),
-    each phase timed. `eval_batch`: evaluate_ensemble's batch (None: `even_batch` of the
-    validation count; 64 is the library's default)."""
+    each phase timed. `eval_batch`: evaluate_ensemble's batch (None: the library's `even_batch`)."""
     import dataclasses
 
-    from mtl.ensemble import (CPU_MAX_MEMBERS, ensemble_devices, evaluate_ensemble, free_memory_bytes,
-                              member_memory_bytes, plan_chunks, resolve_strategy, train_ensemble)
-    from mtl.train import to_device
+    from mtl.ensemble import ensemble_devices, evaluate_ensemble, plan_ensemble, resolve_strategy, train_ensemble
+    from mtl.train import even_batch, to_device
 
     strategy = resolve_strategy(strategy)
     eval_batch = eval_batch or even_batch(len(validation["rgb"]))
@@ -134,15 +123,14 @@ def run_ours(specs, by_name, train, validation, cfg: TrainConfig, strategy: str,
     by_size: dict[float, list] = {}
     for spec in specs:
         by_size.setdefault(spec.size, []).append(spec)
-    finals, vals, ensembles = [], [], []
+    finals, vals, ensembles, plans = [], [], [], []
     t_all = time.perf_counter()
     for size, group in by_size.items():
         members = [tuple(by_name[t] for t in s.tasks) for s in group]
         c = dataclasses.replace(cfg, size=size)
         t0 = time.perf_counter()
-        cap = CPU_MAX_MEMBERS if strategy == "unroll" and devs[0].platform == "cpu" else None
-        per_member = member_memory_bytes(members, c, train, strategy)
-        chunks = plan_chunks(len(members), per_member, free_memory_bytes(devs[0]), len(devs), cap)
+        chunks, how = plan_ensemble(members, c, train, strategy, devs)
+        plans.append(how)
         phases["plan"] += time.perf_counter() - t0
         for chunk in chunks:
             part = [members[j] for j in chunk]
@@ -159,7 +147,7 @@ def run_ours(specs, by_name, train, validation, cfg: TrainConfig, strategy: str,
             vals += ev
             ensembles.append({"size": size, "members": len(part)})
     wall = time.perf_counter() - t_all
-    return {"wall_seconds": wall, "phases_seconds": phases, "compile_seconds": clock.total(),
+    return {"wall_seconds": wall, "phases_seconds": phases, "memory_plan": plans, "compile_seconds": clock.total(),
             "compile_events_seconds": clock.seconds, "ensembles": ensembles, "strategy": strategy,
             "eval_batch": eval_batch,
             "mean_final_train_loss": float(np.mean([f.mean() for f in finals])),
@@ -212,8 +200,10 @@ def main(argv=None) -> dict:
     p.add_argument("--torch-layout", choices=("channels_last", "channels_first"), default="channels_last")
     p.add_argument("--strategy", default="auto", help="ours: auto | unroll | vmap")
     p.add_argument("--torch-threads", type=int, default=None, help="PyTorch's threads (default: one per core)")
+    p.add_argument("--torch-device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="PyTorch's device (auto: cuda where PyTorch sees a GPU)")
     p.add_argument("--eval-batch", type=int, default=None,
-                   help="ours: evaluation batch (default: equal batches of at most 64; the library's default is 64)")
+                   help="ours: evaluation batch (default: the library's, mtl.train.even_batch: equal batches of at most 64)")
     p.add_argument("--order", choices=("ours-first", "torch-first"), default="ours-first")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/sweep_vs_pytorch_<res>.json)")
     args = p.parse_args(argv)
@@ -226,6 +216,9 @@ def main(argv=None) -> dict:
 
     runtime.tune_malloc()  # MTL_TUNE_MALLOC=1 only, as in the scripts
     torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
+    tdev = ("cuda" if torch.cuda.is_available() else "cpu") if args.torch_device == "auto" else args.torch_device
+    if tdev == "cuda":
+        torch.backends.cudnn.benchmark = True
     tasks = resolve_tasks(args.tasks)
     by_name = {t.name: t for t in tasks}
     specs = candidates(tuple(by_name))
@@ -248,7 +241,8 @@ def main(argv=None) -> dict:
         if who == "ours":
             results["ours"] = run_ours(specs, by_name, train, validation, cfg, args.strategy, args.eval_batch)
         else:
-            results["torch"] = run_torch(specs, by_name, train, validation, cfg, args.torch_layout == "channels_last")
+            results["torch"] = run_torch(specs, by_name, train, validation, cfg, args.torch_layout == "channels_last",
+                                         device=tdev)
         load[f"after_{who}"] = _load()
         r = results[who]
         r["process_cpu_seconds"] = time.process_time() - cpu0  # all threads; spin-waiting counts too
@@ -260,17 +254,13 @@ def main(argv=None) -> dict:
     out = {
         "benchmark": "sweep_vs_pytorch",
         "command": "python benchmarks/sweep_vs_pytorch.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": machine(), "tasks": args.tasks, "networks": len(specs),
+        "machine": {**machine(), "torch_device": tdev}, "tasks": args.tasks, "networks": len(specs),
         "sizes": sorted({s.size for s in specs}), "resolution": args.resolution, "steps": args.steps,
         "batch_size": args.batch_size, "counts": [n_train, n_val], "render_seconds": render_seconds,
         "load_average": load, "ours": ours, "torch": theirs,
         "network_steps_per_second": {"ours": network_steps / ours["wall_seconds"],
                                      "torch": network_steps / theirs["wall_seconds"]},
         "sweep_speedup_vs_pytorch": speedup,
-        # The chunk plan compiles a one-network step only to read its memory use (mtl.ensemble.
-        # member_memory_bytes); no training reuses it. Without that probe:
-        "sweep_speedup_vs_pytorch_without_plan_probe":
-            theirs["wall_seconds"] / (ours["wall_seconds"] - ours["phases_seconds"]["plan"]),
     }
     path = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"sweep_vs_pytorch_{args.resolution}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

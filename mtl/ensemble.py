@@ -56,7 +56,7 @@ from mtl import runtime
 from mtl.model import MultiTaskNet
 from mtl.pertask import SplitLoss
 from mtl.step import TaskModel, check_finite, initial_state, make_step, train_loop
-from mtl.train import TrainConfig, build_model, make_optimizer, to_device, training_report
+from mtl.train import TrainConfig, build_model, even_batch, make_optimizer, to_device, training_report
 from tasks.registry import Task, decode_image, modalities_for
 
 STRATEGIES = ("auto", "vmap", "unroll")
@@ -354,21 +354,95 @@ def free_memory_bytes(device) -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
+def _one_member_step(members: Sequence[Sequence[Task]], cfg: TrainConfig, data: Mapping[str, Any],
+                     strategy: str) -> tuple[Callable, Any, dict[str, jax.ShapeDtypeStruct]]:
+    """The largest member's training step as a one-member ensemble, with its abstract state and data:
+    shapes only (`jax.eval_shape`), so nothing is initialised or compiled."""
+    largest = max(members, key=len)
+    built: dict[str, Ensemble] = {}
+
+    def create():
+        built["ens"] = Ensemble.create([largest], cfg)
+        return built["ens"].params
+
+    params = jax.eval_shape(create)
+    ens = built["ens"]
+    tx = make_optimizer(cfg)
+    state = jax.eval_shape(lambda p: initial_state(p, tx, cfg.balance, ens.mask.shape), params)
+    shapes = {m: jax.ShapeDtypeStruct(data[m].shape, data[m].dtype) for m in modalities_for(largest)}
+    return make_ensemble_train_fn(ens, tx, cfg, strategy), state, shapes
+
+
+def _nbytes(aval: Any) -> int:
+    if not hasattr(aval, "shape"):
+        return 0
+    try:
+        itemsize = np.dtype(aval.dtype).itemsize
+    except TypeError:  # extended dtypes (PRNG keys): at most two 32-bit words per element here
+        itemsize = 8
+    return math.prod(aval.shape) * itemsize
+
+
+def _values_bytes(jaxpr: Any) -> int:
+    """Bytes of every value a jaxpr computes, its sub-jaxprs' (jit, scan, custom VJP, cond) included."""
+    from jax.extend import core as jcore
+
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += sum(_nbytes(v.aval) for v in eqn.outvars)
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else (param,):
+                if isinstance(sub, jcore.ClosedJaxpr):
+                    total += _values_bytes(sub.jaxpr)
+                elif isinstance(sub, jcore.Jaxpr):
+                    total += _values_bytes(sub)
+    return total
+
+
+def member_memory_bound(members: Sequence[Sequence[Task]], cfg: TrainConfig, data: Mapping[str, Any],
+                        strategy: str) -> int:
+    """An upper bound on one training step's memory of the largest member, from its trace alone (about
+    0.5 s on a CPU, against seconds for `member_memory_bytes`' compilation).
+
+    Every value the step computes, summed as if none were freed or fused away, plus the state, all
+    doubled (for copies XLA may add, such as layout changes and scratch), the training data excluded.
+    XLA's measured peak is several times lower (tests/test_ensemble.py checks bound >= measured)."""
+    fn, state, shapes = _one_member_step(members, cfg, data, strategy)
+    values = _values_bytes(fn.trace(state, shapes).jaxpr.jaxpr)
+    return 2 * (sum(_nbytes(a) for a in jax.tree.leaves(state)) + values)
+
+
 def member_memory_bytes(members: Sequence[Sequence[Task]], cfg: TrainConfig, data: Mapping[str, Any],
                         strategy: str) -> int:
     """Peak memory of one training step of the largest member, from XLA's memory analysis of the
     compiled step (arguments + outputs + temporaries, the training data excluded), without running it."""
-    largest = max(members, key=len)
-    ens = Ensemble.create([largest], cfg)
-    tx = make_optimizer(cfg)
-    state = initial_state(ens.params, tx, cfg.balance, ens.mask.shape)
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
-    shapes = {m: jax.ShapeDtypeStruct(data[m].shape, data[m].dtype) for m in modalities_for(largest)}
-    mem = make_ensemble_train_fn(ens, tx, cfg, strategy).lower(abstract, shapes).compile().memory_analysis()
+    fn, state, shapes = _one_member_step(members, cfg, data, strategy)
+    mem = fn.lower(state, shapes).compile().memory_analysis()
     if mem is None:  # a backend without the analysis: params, grads and two moments, 4x over
-        return int(sum(a.size * 4 * 4 * 4 for a in jax.tree.leaves(ens.params)))
-    data_bytes = sum(math.prod(s.shape) * np.dtype(s.dtype).itemsize for s in shapes.values())
+        return int(sum(_nbytes(a) * 4 * 4 for a in jax.tree.leaves(state["params"])))
+    data_bytes = sum(_nbytes(s) for s in shapes.values())
     return int(max(mem.argument_size_in_bytes - data_bytes, 0) + mem.temp_size_in_bytes + mem.output_size_in_bytes)
+
+
+def plan_ensemble(members: Sequence[Sequence[Task]], cfg: TrainConfig, data: Mapping[str, Any], strategy: str,
+                  devices: Sequence, max_members: int | None = None) -> tuple[list[range], str]:
+    """The chunks an ensemble of `members` trains in (`plan_chunks`), and how one member's memory was
+    found: "bound" when `member_memory_bound` shows that memory does not limit the chunks (the usual
+    case, and no compilation), else "measured" (`member_memory_bytes`, one compilation)."""
+    strategy = resolve_strategy(strategy)
+    if strategy == "unroll" and devices[0].platform == "cpu":
+        max_members = min(max_members or CPU_MAX_MEMBERS, CPU_MAX_MEMBERS)
+    free = free_memory_bytes(devices[0])
+    unlimited = plan_chunks(len(members), 1, free, len(devices), max_members)
+    try:
+        bounded = plan_chunks(len(members), member_memory_bound(members, cfg, data, strategy), free, len(devices),
+                              max_members)
+    except EnsembleMemoryError:  # the bound is loose: measure before giving up
+        bounded = None
+    if bounded is not None and len(bounded) == len(unlimited):
+        return bounded, "bound"
+    per_member = member_memory_bytes(members, cfg, data, strategy)
+    return plan_chunks(len(members), per_member, free, len(devices), max_members), "measured"
 
 
 def plan_chunks(n_members: int, per_member_bytes: int, free_bytes: int, n_devices: int = 1,
@@ -487,11 +561,15 @@ def _member_losses(losses: np.ndarray, layout: Layout, k: int) -> np.ndarray:
 
 
 def evaluate_ensemble(ens: Ensemble, params: Any, split: Mapping[str, jax.Array], *, strategy: str = "auto",
-                      batch_size: int = 64) -> list[dict[str, dict[str, float]]]:
-    """Per member, per task: loss (mean over images) and metrics, as `mtl.train.evaluate` gives them."""
+                      batch_size: int | None = None, eval_fn: Callable | None = None,
+                      ) -> list[dict[str, dict[str, float]]]:
+    """Per member, per task: loss (mean over images) and metrics, as `mtl.train.evaluate` gives them
+    (batches as `mtl.train.even_batch` splits the split; `eval_fn`: a `make_ensemble_eval_fn` to reuse,
+    so that splits of the same shapes share one compilation)."""
     strategy = resolve_strategy(strategy)
-    fn = make_ensemble_eval_fn(ens, strategy)
+    fn = eval_fn or make_ensemble_eval_fn(ens, strategy)
     n = next(iter(split.values())).shape[0]
+    batch_size = batch_size or even_batch(n)
     totals: dict[str, dict[str, np.ndarray]] = {}
     for lo in range(0, n, batch_size):
         out = fetch(fn(params, {k: v[lo : lo + batch_size] for k, v in split.items()}))
@@ -534,11 +612,7 @@ def train_ensemble_and_evaluate(
     strategy = resolve_strategy(strategy)
     members = [tuple(m) for m in members]
     devs = ensemble_devices(devices)
-    cap = max_members
-    if strategy == "unroll" and devs[0].platform == "cpu":
-        cap = min(cap or CPU_MAX_MEMBERS, CPU_MAX_MEMBERS)
-    per_member = member_memory_bytes(members, cfg, splits["train"], strategy)
-    chunks = plan_chunks(len(members), per_member, free_memory_bytes(devs[0]), len(devs), cap)
+    chunks, _ = plan_ensemble(members, cfg, splits["train"], strategy, devs, max_members)
     reports: list[dict[str, Any]] = [None] * len(members)  # type: ignore[list-item]
     for i, chunk in enumerate(chunks):
         part = [members[j] for j in chunk]
@@ -547,7 +621,8 @@ def train_ensemble_and_evaluate(
         desc = f"ensemble {i + 1}/{len(chunks)}: {len(part)} networks" + (f" @{cfg.size:g}" if cfg.size != 1 else "")
         results, ens, params = train_ensemble(part, splits["train"], cfg, strategy=strategy, devices=devs,
                                               checkpoint_dir=ckpt, progress=progress, desc=desc)
-        evals = {name: evaluate_ensemble(ens, params, to_device(split, union), strategy=strategy)
+        fn = make_ensemble_eval_fn(ens, strategy)
+        evals = {name: evaluate_ensemble(ens, params, to_device(split, union), strategy=strategy, eval_fn=fn)
                  for name, split in splits.items() if name != "train"}
         for j, res in zip(chunk, results):
             report = {**training_report(res, cfg.steps), **{name: ev[j - chunk.start] for name, ev in evals.items()}}

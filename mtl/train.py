@@ -192,13 +192,22 @@ def to_device(split: Mapping[str, np.ndarray], tasks: Sequence[Task]) -> dict[st
     return {m: jnp.asarray(split[m]) for m in modalities_for(tasks)}
 
 
+def even_batch(n: int, batch: int = 64) -> int:
+    """The evaluation batch for n images: the largest batch of at most `batch` images that splits them
+    into equal batches, if one of at least batch/2 exists, else `batch`. Equal batches make one
+    evaluation program instead of two (a short last batch is a new shape, so a second compilation)."""
+    return next((b for b in range(min(batch, n), max(batch // 2, 1) - 1, -1) if n % b == 0), batch)
+
+
 def evaluate(
     graphdef: nnx.GraphDef, params: Any, split: Mapping[str, jax.Array], tasks: Sequence[Task],
-    *, batch_size: int = 64, eval_fn: Callable | None = None,
+    *, batch_size: int | None = None, eval_fn: Callable | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Per-task loss (mean over images) and metrics on a whole split."""
+    """Per-task loss (mean over images) and metrics on a whole split (batches of `even_batch` images
+    unless `batch_size` is given)."""
     eval_fn = eval_fn or make_eval_fn(graphdef, tasks)
     n = next(iter(split.values())).shape[0]
+    batch_size = batch_size or even_batch(n)
     totals: dict[str, dict[str, Any]] = {}
     for lo in range(0, n, batch_size):
         out = eval_fn(params, {k: v[lo : lo + batch_size] for k, v in split.items()})

@@ -16,7 +16,10 @@ from mtl.ensemble import (
     Layout,
     ensemble_devices,
     evaluate_ensemble,
+    member_memory_bound,
+    member_memory_bytes,
     plan_chunks,
+    plan_ensemble,
     train_ensemble,
     train_ensemble_and_evaluate,
 )
@@ -88,6 +91,32 @@ def test_chunks_split_what_does_not_fit_and_refuse_what_never_can():
         plan_chunks(3, 2**30, 2**29)
     with pytest.raises(ValueError, match="max_members must be at least 1"):
         plan_chunks(3, 1, 100, max_members=0)
+
+
+@pytest.mark.parametrize("size,batch", [(1.0, 4), (0.5, 16)])
+def test_the_traced_memory_bound_is_above_what_xla_measures(tiny, size, batch):
+    cfg = TrainConfig(steps=12, batch_size=batch, size=size)
+    bound = member_memory_bound(MEMBERS, cfg, tiny, "unroll")
+    measured = member_memory_bytes(MEMBERS, cfg, tiny, "unroll")
+    assert measured < bound < 40 * measured
+
+
+def test_the_plan_compiles_the_probe_only_where_memory_could_limit_the_chunks(tiny, monkeypatch):
+    import mtl.ensemble as ensemble
+
+    cpu = jax.devices("cpu")[:1]
+    bound = member_memory_bound(MEMBERS, CFG, tiny, "unroll")
+    measured = member_memory_bytes(MEMBERS, CFG, tiny, "unroll")
+    # Plenty of memory: the bound shows one chunk fits, nothing is compiled.
+    monkeypatch.setattr(ensemble, "free_memory_bytes", lambda d: 100 * len(MEMBERS) * bound)
+    assert plan_ensemble(MEMBERS, CFG, tiny, "unroll", cpu) == ([range(0, 4)], "bound")
+    # Room for 2 members by the measurement but not by the bound: measured, 2 chunks of 2.
+    monkeypatch.setattr(ensemble, "free_memory_bytes", lambda d: int(2.5 * measured / ensemble.MEMORY_FRACTION))
+    assert plan_ensemble(MEMBERS, CFG, tiny, "unroll", cpu) == ([range(0, 2), range(2, 4)], "measured")
+    # Not even one member by either: the measured error.
+    monkeypatch.setattr(ensemble, "free_memory_bytes", lambda d: measured // 2)
+    with pytest.raises(EnsembleMemoryError, match="one network's training step needs"):
+        plan_ensemble(MEMBERS, CFG, tiny, "unroll", cpu)
 
 
 def test_chunked_training_equals_one_ensemble_and_reports_every_member(tiny, one_at_a_time):
