@@ -16,10 +16,10 @@ the JSON is rewritten after every part, so a run cut short keeps what it had):
    image, times batch and members) over its steady time and the device's
    peak dense bf16 FLOP/s (PEAK_BF16_TFLOPS by device kind, or --peak-tflops).
 4. ``find_groups``: the default find_groups run (its default method, 4 tasks, 64x64, 500
-   steps, budget 2) from cold, data included. Where tensorflow-datasets and
-   array_record are not installed (a plain GPU image with jax and PyTorch),
-   the same estimate runs on scenes rendered directly (tasks/scenes.py)
-   through the same Runner, and the JSON says so.
+   steps, budget 2) from cold, data included: the command's own path. Where
+   tensorflow-datasets and array_record are not installed (a plain GPU image
+   with jax and PyTorch), that path renders the scenes in memory
+   (grouping.runner.DataSpec: the same arrays and store keys), and the JSON says so.
 5. ``ground_truth_slice``: the ground truth's 36 networks (5 tasks) at
    128x128 for a short schedule, as ensembles with evaluation, and the
    network-steps per second that projects the full study from.
@@ -76,7 +76,7 @@ class Sizes:
     fg_tasks: str = "seg,depth,normals,edges"
     fg_resolution: int = 64
     fg_steps: int = 500  # grouping.find_groups.DEFAULT_STEPS
-    fg_counts: tuple[int, int, int] = (4000, 500, 500)  # tasks.datasets.DEFAULT_COUNTS
+    fg_counts: tuple[int, int, int] = (4000, 500, 500)  # tasks.scene_data.DEFAULT_COUNTS
     fg_budget: float = 2.0
     gt_tasks: str = "seg,depth,normals,keypoints,edges"  # grouping.groundtruth.TASKS
     gt_resolution: int = 128
@@ -85,7 +85,7 @@ class Sizes:
     batch: int = 32
 
 
-#: --smoke: every part, every code path (ensembles of both widths, the rendered-data find_groups), tiny.
+#: --smoke: every part, every code path (ensembles of both widths, find_groups with or without tfds), tiny.
 SMOKE = Sizes(step_tasks="depth", step_resolution=32, step_batch=4, step_steps=2, step_repeats=1,
               sweep_tasks="depth", sweep_resolution=32, sweep_steps=2, sweep_counts=(8, 4),
               fg_tasks="seg,depth", fg_resolution=32, fg_steps=2, fg_counts=(8, 4, 4), fg_budget=2.0,
@@ -103,15 +103,6 @@ def torch_device() -> str | None:
         return "cuda"
     torch.set_num_threads(os.cpu_count() or 1)
     return "cpu"
-
-
-def tfds_available() -> bool:
-    try:
-        import array_record  # noqa: F401
-        import tensorflow_datasets  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def peak_tflops(kind: str, override: float | None) -> float | None:
@@ -260,47 +251,25 @@ def part_mfu(s: Sizes, peak: float | None) -> dict:
 
 
 def part_find_groups(s: Sizes, use_tfds: bool) -> dict:
-    from grouping.choose import choose
+    """The find_groups command's path (scripts/find_groups.py --tasks ... --budget 2) from a cold
+    data cache. Without tensorflow-datasets the scenes are rendered in memory by the same path
+    (grouping.runner.DataSpec), the same arrays."""
     from grouping.find_groups import DEFAULT_METHOD, Options, find_groups
-    from grouping.runner import DataSpec, Runner
-    from grouping.store import STORE_NAME, ResultsStore
-    from tasks.registry import resolve_tasks
+    from grouping.runner import DataSpec
 
-    budgets = [s.fg_budget]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        if use_tfds:  # the real command, cold cache: scripts/find_groups.py --tasks ... --budget 2
-            os.environ["MTL_DATA_DIR"] = os.path.join(tmp, "data")
-            opts = Options(tasks=s.fg_tasks, budgets=budgets, steps=s.fg_steps, batch_size=s.batch,
-                           data=DataSpec(resolution=s.fg_resolution,
-                                         counts=None if s is not SMOKE else s.fg_counts),
-                           out=os.path.join(tmp, "run"), progress=False)
-            report = find_groups(opts, echo=lambda *a: None)
-            timing = report["run"]["timing"]
-            return {"path": "find_groups (tensorflow-datasets)", "method": DEFAULT_METHOD,
-                    "wall_seconds": time.perf_counter() - t0, "data_seconds": timing["data_seconds"],
-                    "training_seconds": timing["training_seconds"]}
-        # No tfds: the same method, objective, schedule and Runner, on scenes rendered directly.
-        from grouping.methods import get_method
-        from grouping.objective import DEFAULT_OBJECTIVE
-        from mtl.train import TrainConfig
-
-        tasks = resolve_tasks(s.fg_tasks, min_tasks=2)
-        method = get_method(DEFAULT_METHOD)
-        opts = Options(tasks=s.fg_tasks, budgets=budgets)
-        train, validation, test = rendered(0, s.fg_counts, s.fg_resolution)
-        data_seconds = time.perf_counter() - t0
-        cfg = TrainConfig(steps=s.fg_steps, batch_size=s.batch)
-        settings = {"source": "scenes rendered directly", "resolution": s.fg_resolution,
-                    "counts": list(s.fg_counts)}
-        with ResultsStore(Path(tmp) / STORE_NAME) as store:
-            runner = Runner(tasks, DataSpec(resolution=s.fg_resolution), cfg, tmp, store, progress=False,
-                            data_settings=settings,
-                            splits={"train": train, "validation": validation, "test": test})
-            est = method.estimate(runner, opts.method_settings)
-            choose(est, budgets, DEFAULT_OBJECTIVE)
-        return {"path": "rendered scenes, no tensorflow-datasets (same method, Runner and schedule)",
-                "method": DEFAULT_METHOD, "wall_seconds": time.perf_counter() - t0, "data_seconds": data_seconds}
+        os.environ["MTL_DATA_DIR"] = os.path.join(tmp, "data")
+        opts = Options(tasks=s.fg_tasks, budgets=[s.fg_budget], steps=s.fg_steps, batch_size=s.batch,
+                       data=DataSpec(resolution=s.fg_resolution, counts=None if s is not SMOKE else s.fg_counts),
+                       out=os.path.join(tmp, "run"), progress=False)
+        report = find_groups(opts, echo=lambda *a: None)
+        timing = report["run"]["timing"]
+        return {"path": "find_groups, data " + ("through tensorflow-datasets" if use_tfds else
+                                                "rendered in memory (no tensorflow-datasets)"),
+                "method": DEFAULT_METHOD, "wall_seconds": time.perf_counter() - t0,
+                "data_seconds": timing["data_seconds"], "training_seconds": timing["training_seconds"],
+                "data": report.get("data")}
 
 
 def part_ground_truth_slice(s: Sizes) -> dict:
@@ -332,7 +301,7 @@ def main(argv=None) -> dict:
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's peak dense bf16 TFLOP/s "
                    "(default: PEAK_BF16_TFLOPS by device kind)")
     p.add_argument("--without-tfds", action="store_true",
-                   help="act as if tensorflow-datasets were not installed (tests the rendered-data path)")
+                   help="act as if tensorflow-datasets were not installed (find_groups renders the scenes in memory)")
     p.add_argument("--without-torch", action="store_true", help="act as if PyTorch were not installed")
     args = p.parse_args(argv)
     if args.without_tfds:
@@ -344,6 +313,7 @@ def main(argv=None) -> dict:
     import jax
 
     from benchmarks.sweep_vs_pytorch import machine
+    from tasks.scene_data import tfds_available
 
     sizes = SMOKE if args.smoke else Sizes()
     device = jax.devices()[0]

@@ -161,7 +161,7 @@ def record_settings(args, names) -> dict:
 
 def differences(recorded: dict, wanted: dict) -> list[str]:
     """What the command would train differently from a record: training, data (renderer included), esa, every."""
-    from tasks.datasets import same_rendering
+    from tasks.scene_data import same_rendering
 
     out = []
     for key in ("train", "data"):
@@ -332,17 +332,17 @@ def constant_test_losses(gt: dict) -> dict | None:
     """Each task's loss of the best constant prediction on the record's test split: computed when this
     checkout renders the record's scenes, else the record's own "constant_test_losses" (kept there by
     `main` when it computed them), else None (another renderer's scenes cannot be re-rendered)."""
+    from grouping.runner import DataSpec
     from grouping.setting_checks import constant_losses
-    from tasks.datasets import load_split, same_rendering
-    from tasks.registry import modalities_for, resolve_tasks
+    from tasks.registry import resolve_tasks
+    from tasks.scene_data import same_rendering
 
     data = gt["settings"]["data"]
     if data.get("source") != "scenes" or not same_rendering(data.get("renderer")):
         return gt.get("constant_test_losses")
     tasks = resolve_tasks(gt["tasks"])
-    split = load_split("scenes", "test", resolution=data["resolution"], seed=data["seed"], counts=data["counts"],
-                       modalities=modalities_for(tasks))
-    return constant_losses(tasks, split)
+    spec = DataSpec("scenes", data["resolution"], data["seed"], tuple(data["counts"]))
+    return constant_losses(tasks, spec.load(tasks, progress=False, splits=("test",))["test"])
 
 
 def main(argv=None) -> int:

@@ -22,7 +22,7 @@ from tqdm import tqdm  # noqa: E402
 
 from mtl.options import HelpFormatter  # noqa: E402
 from tasks import taskonomy  # noqa: E402
-from tasks.datasets import SCENE_RESOLUTIONS  # noqa: E402
+from tasks.scene_data import SCENE_RESOLUTIONS  # noqa: E402
 from tasks.registry import MODALITIES  # noqa: E402
 
 

@@ -70,7 +70,8 @@ def main(argv=None) -> int:
     import jax
 
     from mtl.train import TrainConfig, train_and_evaluate
-    from tasks.datasets import load_for_tasks, renderer_fingerprint
+    from grouping.runner import DataSpec
+    from tasks.scene_data import renderer_fingerprint
     from tasks.registry import resolve_tasks
 
     tasks = resolve_tasks(args.tasks, min_tasks=2)
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     if state.get("settings", settings) != settings:
         raise ValueError(f"{out} holds a study with other settings; move it away or pass --out")
     runs = state.get("runs", {})
-    splits = load_for_tasks("scenes", tasks, resolution=args.resolution, counts=counts)
+    splits = DataSpec("scenes", args.resolution, 0, counts).load(tasks)
     jobs = [("all", tasks)] + [(t.name, (t,)) for t in tasks]
     for seed in seeds:
         for label, group in jobs:

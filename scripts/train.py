@@ -83,8 +83,8 @@ def default_run_dir(settings: dict) -> Path:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from grouping.runner import DataSpec
     from mtl.train import TrainConfig, train_and_evaluate
-    from tasks.datasets import load_for_tasks
     from tasks.sources import parse_source, resolve
 
     # Every number first: nothing is rendered or trained with a bad one.
@@ -105,8 +105,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
     t0 = time.perf_counter()
-    splits = load_for_tasks(args.data, tasks, resolution=args.resolution, seed=args.data_seed, counts=counts,
-                            progress=not args.quiet)
+    # the scenes without tensorflow-datasets: rendered in memory, the same arrays
+    splits = DataSpec(args.data, args.resolution, args.data_seed, counts).load(tasks, progress=not args.quiet)
     load_s = time.perf_counter() - t0
     report = train_and_evaluate(tasks, splits, cfg, checkpoint_dir=out / "checkpoint", progress=not args.quiet)
     report["data_seconds"] = load_s

@@ -6,7 +6,9 @@ letters as aliases) with their losses, metrics and target normalisation;
 and writes the Taskonomy on-disk layout, `tasks.mtan` NYUv2 and Cityscapes
 as MTAN preprocessed them, `tasks.celeba` CelebA's official layout;
 `tasks.sources` names a source and its tasks; `tasks.custom` registers your
-own tasks and takes in-memory arrays; `tasks.datasets` serves the folders
+own tasks and takes in-memory arrays; `tasks.scene_data` holds the scenes'
+settings and renders them in memory (no tensorflow-datasets needed);
+`tasks.builders` and `tasks.datasets` serve the scenes and the folders
 through tensorflow-datasets.
 """
 

@@ -14,21 +14,18 @@ A source is one of:
 
 Each kind has its tasks (`catalogue`): the Taskonomy vocabulary for scenes
 and Taskonomy folders, seg/depth/normals for NYUv2, seg/depth (and seg19)
-for Cityscapes, the 40 attributes for CelebA. `LocalLayout` is the
-tensorflow-datasets builder over an NYUv2, Cityscapes or CelebA folder.
+for Cityscapes, the 40 attributes for CelebA. The tensorflow-datasets
+builder over an NYUv2, Cityscapes or CelebA folder is `tasks.builders.LocalLayout`;
+nothing here imports tensorflow-datasets.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import hashlib
 import os
 import re
 import sys
 from pathlib import Path
-
-import tensorflow_datasets as tfds
 
 from tasks import celeba, mtan
 from tasks.registry import DEFAULT, TaskSet
@@ -111,71 +108,3 @@ def open_layout(source: Source):
     if source.kind == "celeba":
         return celeba.CelebALayout(source.root)
     return mtan.MtanLayout(source.root, source.kind)
-
-
-# ---------------------------------------------------------------------------
-# The tensorflow-datasets builder.
-
-
-def _fingerprint(layout, resolution: int) -> str:
-    h = hashlib.sha256(f"{layout.kind}|{layout.root.resolve()}|{resolution}|{','.join(layout.modalities)}".encode())
-    for path in sorted(layout.files()) + [layout.root]:
-        st = path.stat()
-        h.update(f"{path.relative_to(layout.root) if path != layout.root else '.'}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:12]
-
-
-class LocalLayoutConfig(tfds.core.BuilderConfig):
-    """A NYUv2, Cityscapes or CelebA folder at a resolution; the name ends with a fingerprint of its files."""
-
-    def __init__(self, *, source: Source, resolution: int):
-        from tasks.datasets import _check_resolution
-
-        resolution = _check_resolution(resolution, RESOLUTIONS, f"{LAYOUT_NAMES[source.kind]} data")
-        layout = open_layout(source)
-        slug = re.sub(r"[^a-z0-9]+", "_", layout.root.resolve().name.lower()).strip("_")[:40] or "root"
-        super().__init__(name=f"{source.kind}_{slug}_r{resolution}_{_fingerprint(layout, resolution)}",
-                         description=f"{LAYOUT_NAMES[source.kind]} folder {layout.root.resolve()} at "
-                                     f"{resolution}x{resolution} ({', '.join(layout.modalities)})")
-        self.source, self.layout, self.resolution = source, layout, resolution
-        self.root = layout.root.resolve()
-        self.modalities = layout.modalities
-
-
-def _builder_base():
-    from tasks.datasets import _Builder
-
-    return _Builder
-
-
-class LocalLayout(_builder_base()):
-    """A NYUv2 or Cityscapes (MTAN .npy) or CelebA folder, resized to the configured resolution."""
-
-    name = "mtl_local_layout"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Tensor features (zlib), records in sample order."}
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        from tasks.datasets import _features
-
-        config = self.builder_config
-        return tfds.core.DatasetInfo(builder=self, description=config.description,
-                                     features=_features(config.resolution, config.modalities), disable_shuffling=True)
-
-    def _split_generators(self, dl_manager):
-        del dl_manager  # nothing to download
-        return {s: self._generate_examples(keys) for s, keys in self.builder_config.layout.splits().items()}
-
-    def _generate_examples(self, keys):
-        config = self.builder_config
-
-        def read(key):
-            return config.layout.read(key, config.resolution)
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            for lo in range(0, len(keys), 256):
-                chunk = keys[lo: lo + 256]
-                for j, example in enumerate(pool.map(read, chunk)):
-                    key = chunk[j]
-                    example["stem"] = key if isinstance(key, str) else f"{key[0]}/{key[1]}"
-                    yield lo + j, example

@@ -65,7 +65,11 @@ def test_device_suite_smoke_runs_every_part_without_tfds(tmp_path, env):
     mfu = parts["mfu"]
     assert mfu["model_flops_per_step"] == pytest.approx(3 * 4 * forward, rel=0.02)
     assert mfu["step_seconds"] > 0 and "mfu" not in mfu  # a CPU has no peak in the table
-    assert parts["find_groups"]["path"].startswith("rendered scenes")
+    fg = parts["find_groups"]
+    assert fg["path"] == "find_groups, data rendered in memory (no tensorflow-datasets)"
+    # The command's own path: its report's data settings are the tfds path's store keys.
+    assert fg["data"]["dataset"].startswith("mtl_scenes/r32_s0_n8-4-4_") and fg["data"]["counts"] == [8, 4, 4]
+    assert fg["training_seconds"] > 0
     gt = parts["ground_truth_slice"]
     assert gt["networks"] == 2 and sorted(e["size"] for e in gt["ours"]["ensembles"]) == [0.5, 1.0]
 

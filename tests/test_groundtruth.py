@@ -153,7 +153,7 @@ def test_a_committed_network_retrains_to_its_stored_losses(tmp_path, monkeypatch
     train = dict(settings["train"])
     cfg = dataclasses.replace(TrainConfig(**train), size=0.5, seed=0)
     data = settings["data"]
-    from tasks.datasets import same_rendering
+    from tasks.scene_data import same_rendering
 
     assert same_rendering(data["renderer"]), \
         "the renderer changed since the ground truth was recorded: rerun scripts/ground_truth.py"
@@ -274,7 +274,10 @@ def test_methods_are_merged_into_a_finished_record_and_evaluated(tmp_path, monke
 
     monkeypatch.setattr(mtl.train, "train_and_evaluate", lambda *a, **k: pytest.fail("a network was trained"))
     monkeypatch.setattr(mtl.ensemble, "train_ensemble_and_evaluate", lambda *a, **k: pytest.fail("a network was trained"))
-    monkeypatch.setattr(DataSpec, "load", lambda self, tasks, **kw: {})
+    real_load = DataSpec.load
+    # No network's data are loaded (nothing trains); the setting checks' constant losses read the test split.
+    monkeypatch.setattr(DataSpec, "load", lambda self, tasks, splits=None, **kw:
+                        {} if splits is None else real_load(self, tasks, splits=splits, **kw))
     probes = []
     zn = np.array([[1.0, 0.5, -0.1], [0.3, 1.0, 0.2], [0.1, 0.4, 1.0]])
 
