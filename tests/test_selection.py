@@ -346,7 +346,7 @@ def test_tag_published_groupings():
 def test_dominance_pruning_bounds_its_memory(monkeypatch):
     """A pair network among 27 tasks has 2^25 supersets: pruning compares it with the candidates directly
     instead of enumerating them, and holds a bounded number of pairs at a time (tiny chunks here)."""
-    from grouping import selection as S
+    from grouping import selection_instance as S
 
     tasks = [f"t{i}" for i in range(27)]
     rng = np.random.default_rng(1)
@@ -355,9 +355,9 @@ def test_dominance_pruning_bounds_its_memory(monkeypatch):
                    for p in itertools.combinations(tasks[:8], 2)]
     candidates += [Network(tuple(tasks), 3.0, {t: 0.9 for t in tasks}),
                    Network(tuple(tasks[:3]), 1.5, {t: 2.0 for t in tasks[:3]})]  # dominated by nothing cheaper
-    inst = S._Instance.build(candidates, tasks, sense=1.0)
+    inst = S.Instance.build(candidates, tasks, sense=1.0)
     monkeypatch.setattr(S, "PRUNE_CHUNK_PAIRS", 64)
-    kept = set(S._prune(inst, 40.0).tolist())
+    kept = set(S.prune(inst, 40.0).tolist())
     # By hand: N is dominated by M when S(N) ⊆ S(M), c(M) <= c(N), no loss of M above N's and one strictly better.
     expected = set()
     for a, n in enumerate(candidates):
