@@ -22,9 +22,10 @@ lower cost.)
 Solvers
 -------
 ``"dp"``   Dynamic programme over subsets of tasks (`grouping.selection_dp`):
-           the whole cost/loss curve in one pass.  Fast when the totals of
-           costs take few values (unit/half costs: 12 tasks in ~0.5 s, 15 in
-           ~25 s); slow when many distinct costs make long fronts.
+           the whole cost/loss curve in one pass when the totals of costs
+           take few values (unit/half costs: 12 tasks in ~0.3 s, 15 in
+           ~15 s); with many distinct costs (measured FLOPs, latencies) one
+           pass per budget, pruned by Lagrangian bounds.
 ``"mip"``  Mixed-integer programme solved by HiGHS (`grouping.selection_mip`):
            binary ``x_N`` (network chosen), continuous ``y_{t,N}`` (task t
            served by N).  Under a ``time_limit`` (seconds for the whole call,
@@ -36,11 +37,13 @@ Solvers
            duplicates: the later goes).  Good for sparse candidate sets, many
            distinct costs and many tasks (``benchmarks/selection.py --parts e``).
 ``"auto"`` ``"dp"`` up to ``DP_ALWAYS_TASKS`` tasks; up to ``DP_MAX_TASKS``
-           when the candidates are dense, their cost totals within the
-           largest budget take at most ``DP_MAX_COST_LEVELS`` values and the
-           rough DP time estimate fits ``time_limit`` and its memory bound
-           (``DP_MAX_BLOCKS``) holds; else ``"mip"``.  The
-           rule comes from measuring both (``benchmarks/selection.py``).
+           when the candidates are dense, the rough DP time estimate
+           (``DP_SECONDS_PER_SPLIT`` × 3^n, per budget when the cost totals
+           within the largest budget take more than ``DP_MAX_COST_LEVELS``
+           values) fits ``time_limit`` and its memory bound (``DP_MAX_BLOCKS``)
+           holds; else ``"mip"``.  The rule comes from measuring both
+           (``benchmarks/selection.py``: 12 tasks with measured FLOPs as
+           costs, DP 0.35 s, MIP 32 s).
 
 Ties and tolerances
 -------------------
@@ -95,6 +98,7 @@ from grouping.selection_dp import (
 from grouping.selection_instance import (
     BUDGET_RTOL,
     HALF_PREFIX,
+    CoverNotProvenError,
     InfeasibleBudgetError,
     Instance,
     Network,
@@ -109,10 +113,12 @@ from grouping.selection_instance import (
     prune,
     task_universe,
 )
-from grouping.selection_mip import MIP_REL_GAP, min_cover_cost, solve_mip
+from grouping.selection_mip import MIP_REL_GAP, min_cover, solve_mip
 
 __all__ = [
     "BUDGET_RTOL",
+    "COVER_TIME_LIMIT",
+    "CoverNotProvenError",
     "DP_MAX_TASKS",
     "HALF_PREFIX",
     "MIP_REL_GAP",
@@ -140,6 +146,8 @@ __all__ = [
 TAG_MAX_TASKS = 20
 #: Score of a task trained alone in the TAG variant (as in the TAG notebooks).
 SINGLETON_SCORE = -1e6
+#: Default seconds `minimum_budget` gives the set-cover MIP (the 27-task table of the tests: about 20 s).
+COVER_TIME_LIMIT = 60.0
 
 
 # --------------------------------------------------------------------------
@@ -261,10 +269,19 @@ def split_budgets(budgets: Sequence[float], minimum: float) -> tuple[list[float]
     return feasible, infeasible
 
 
-def minimum_budget(candidates: Iterable[Network], *, tasks: Sequence[str] | None = None) -> float:
-    """Cost of the cheapest selection that covers every task (weighted set cover)."""
+def minimum_budget(candidates: Iterable[Network], *, tasks: Sequence[str] | None = None,
+                   time_limit: float | None = COVER_TIME_LIMIT) -> float:
+    """Cost of the cheapest selection that covers every task (weighted set cover).
+
+    ``time_limit``: seconds the set-cover MIP may take (None: no limit).  Past it, raises
+    ``CoverNotProvenError`` with the best cover found (``.best``) and a lower bound (``.lower_bound``)."""
+    if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
+        raise SelectionError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}")
     inst = Instance.build(list(candidates), tasks, sense=1.0)
-    return min_cover_cost(inst)
+    cover = min_cover(inst, None if time_limit is None else time.monotonic() + time_limit)
+    if not cover.optimal:
+        raise CoverNotProvenError(cover.cost, cover.lower_bound, time_limit)
+    return cover.cost
 
 
 # --------------------------------------------------------------------------
@@ -460,7 +477,7 @@ def _solve(inst: Instance, budgets: list[float], time_limit: float | None, solve
     deadline = None if time_limit is None else time.monotonic() + time_limit
     cap = min(max(budgets), float(inst.costs.sum()))
     if solver == "auto":
-        solver = _choose_solver(inst, cap, time_limit)
+        solver = _choose_solver(inst, cap, time_limit, len(budgets))
     elif solver == "dp" and not dp_fits_memory(inst):
         raise SelectionError(
             f"the subset DP cannot hold a table of {inst.n} tasks and {len(inst.networks)} networks in memory "
@@ -478,19 +495,20 @@ def _solve(inst: Instance, budgets: list[float], time_limit: float | None, solve
         raw = solve_mip(small, capped, deadline)
     for budget, result in zip(budgets, raw):
         if result is None:
-            raise InfeasibleBudgetError(budget, min_cover_cost(inst))
+            left = COVER_TIME_LIMIT if deadline is None else max(deadline - time.monotonic(), 1.0)
+            cover = min_cover(inst, time.monotonic() + left)
+            raise InfeasibleBudgetError(budget, cover.cost, cover.optimal)
     return [(tuple(int(keep[i]) for i in chosen), optimal, gap) for chosen, optimal, gap in raw]
 
 
-def _choose_solver(inst: Instance, cap: float, time_limit: float | None) -> str:
+def _choose_solver(inst: Instance, cap: float, time_limit: float | None, budgets: int) -> str:
     """The measured rule behind ``solver="auto"`` (see the module docstring)."""
     n = inst.n
     if n <= DP_ALWAYS_TASKS:
         return "dp"
     if n > DP_MAX_TASKS or len(inst.networks) < (1 << n) // 8 or not dp_fits_memory(inst):
         return "mip"
-    if cost_levels(inst.costs, cap, n) > DP_MAX_COST_LEVELS:
-        return "mip"
-    if time_limit is not None and DP_SECONDS_PER_SPLIT * 3**n > time_limit:
+    passes = 1 if cost_levels(inst.costs, cap, n) <= DP_MAX_COST_LEVELS else budgets  # one pass per budget
+    if time_limit is not None and DP_SECONDS_PER_SPLIT * 3**n * passes > time_limit:
         return "mip"
     return "dp"

@@ -7,7 +7,15 @@ pairwise sums.  ``F(T)`` holds the whole cost/loss curve: the answer for ``B`` i
 value with cost <= B.  Points of U whose cost plus the cheapest cover of the other tasks exceeds the
 largest budget are dropped.  Work ≈ 3^n/2 splits × front sizes, vectorised with numpy one subset size
 at a time; exact in floating point.  Fast when the totals of costs take few values (unit/half costs:
-12 tasks in ~0.5 s, 15 in ~25 s); slow when many distinct costs make long fronts.
+12 tasks in ~0.3 s, 15 in ~15 s).
+
+Many distinct costs (measured FLOPs or latencies) make long fronts: then each budget B gets its own
+pass, which drops every partial selection that a Lagrangian bound proves worse than a known selection
+within B.  For λ >= 0 the scalar DP ``D_λ(U)`` = least ``value + λ·cost`` of serving U (3^n/2 splits,
+no fronts) bounds any completion: a partial selection of U at (c, v) can only lead to a value of at
+least ``v + λ·c + D_λ(T \ U) - λ·B``.  λ is the multiplier of the Lagrangian dual of the budget
+constraint, found by intersecting the lines of the best partitions above and within B (each step one
+scalar DP); the known selections are the partitions it meets within B.
 
 Ties: totals within ``TIE_RTOL`` (1e-12, relative) of each other are ties, broken by lowest cost, then
 fewest networks, then fewest task heads ``Σ|S(N)|``, then smallest sum of candidate positions.
@@ -15,7 +23,8 @@ fewest networks, then fewest task heads ``Σ|S(N)|``, then smallest sum of candi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -151,11 +160,25 @@ def _layer_splits(n: int):
             yield blocks, low[:, None] | sub, (blocks - low)[:, None] - sub
 
 
+#: Most tasks whose splits `_splits` keeps in memory between passes (3^13/2 pairs: about 26 MB).
+DP_CACHED_SPLIT_TASKS = 13
+
+
+def _splits(n: int):
+    """`_layer_splits(n)`, kept in memory for small n (the bounded passes walk them many times)."""
+    return _cached_splits(n) if n <= DP_CACHED_SPLIT_TASKS else _layer_splits(n)
+
+
+@lru_cache(maxsize=2)
+def _cached_splits(n: int) -> tuple:
+    return tuple(_layer_splits(n))
+
+
 def _cover_costs(n: int, g_start: np.ndarray, g_len: np.ndarray, g_cost: np.ndarray) -> np.ndarray:
     """cover[U] = cheapest cost of serving every task of U (a partition DP on minimum costs)."""
     single = np.where(g_len > 0, g_cost[np.minimum(g_start, len(g_cost) - 1)], np.inf)
     cover = np.zeros(1 << n)
-    for blocks, first, rest in _layer_splits(n):
+    for blocks, first, rest in _splits(n):
         cover[blocks] = (single[first] + cover[rest]).min(axis=1)
     return cover
 
@@ -186,19 +209,48 @@ def solve_dp(inst: Instance, budgets: list[float], cap: float):
     Front points carry, besides cost and value, the tie-break sums: number
     of networks, number of task heads Σ|S(N)|, and Σ candidate index.  A
     point of block U is dropped when its cost plus the cheapest cover of the
-    other tasks exceeds the largest budget.
+    other tasks exceeds the budget.  When the cost totals take few values
+    (``cost_levels`` <= ``DP_MAX_COST_LEVELS``) one pass gives the whole curve
+    up to the largest budget; otherwise each budget gets its own pass, which
+    also drops the points that Lagrangian bounds prove worse than a known
+    selection (`_bounded_test`), so that fronts stay short under arbitrary costs.
     """
+    n, full = inst.n, (1 << inst.n) - 1
+    scale = _tie_scale(inst)
+    fronts = _serving_fronts(inst, scale)
+    g_start, g_len, g_cost = fronts[0], fronts[1], fronts[2]
+    cover = _cover_costs(n, g_start, g_len, g_cost)
+    if cost_levels(inst.costs, cap, n) <= DP_MAX_COST_LEVELS:
+        pts, front = _front_dp(inst, fronts, scale, lambda owner, cost, value: fits(cost + cover[full ^ owner], cap))
+        return [_pick(pts, front, budget) for budget in budgets]
+    out = []
+    for budget in budgets:
+        if not fits(cover[full], budget):
+            out.append(None)
+            continue
+        test = _bounded_test(inst, fronts, cover, budget, scale)
+        out.append(_pick(*_front_dp(inst, fronts, scale, test), budget))
+    return out
+
+
+def _front_dp(inst: Instance, fronts, scale: float, useful: Callable):
+    """The front DP: (points, indices of F(T)'s points by rising cost).
+
+    ``useful(block, cost, value)`` (arrays) says which partial selections serving exactly ``block`` may
+    still lead to an answer; the others are dropped, both from the serving fronts and from F."""
     n, size = inst.n, 1 << inst.n
     full = size - 1
-    scale = _tie_scale(inst)
-    g_start, g_len, g_cost, g_value, g_cand, g_size = _serving_fronts(inst, scale)
-    cover = _cover_costs(n, g_start, g_len, g_cost)
+    g_start, g_len, g_cost, g_value, g_cand, g_size = fronts
+    g_block = np.repeat(np.arange(size, dtype=np.int64), g_len)
+    keep = np.flatnonzero(useful(g_block, g_cost, g_value))
+    g_cost, g_value, g_cand, g_size = g_cost[keep], g_value[keep], g_cand[keep], g_size[keep]
+    g_start, g_len = _csr(g_block[keep], size)
     # All front points; point 0 is F(∅).  F(U) = points f_start[U] .. + f_len[U].
     f_start, f_len = np.zeros(size, np.int64), np.zeros(size, np.int64)
     f_len[0] = 1
     zero = np.zeros(1, np.int64)
     pts = _Columns(cost=np.zeros(1), value=np.zeros(1), count=zero, heads=zero, index=zero, cand=zero - 1, prev=zero - 1)
-    for blocks, first, rest in _layer_splits(n):
+    for blocks, first, rest in _splits(n):
         owner = np.repeat(blocks, first.shape[1])
         first, rest = first.ravel(), rest.ravel()
         m = g_len[first] * f_len[rest]  # number of (g point, F point) combinations per split
@@ -213,9 +265,9 @@ def solve_dp(inst: Instance, budgets: list[float], cap: float):
         fj = f_start[rest][split] + offset % b[split]
         owner = owner[split]
         cost = g_cost[gi] + pts["cost"][fj]
-        ok = np.flatnonzero(fits(cost + cover[full ^ owner], cap))
-        gi, fj, cost, owner = gi[ok], fj[ok], cost[ok], owner[ok]
         value = g_value[gi] + pts["value"][fj]
+        ok = np.flatnonzero(useful(owner, cost, value))
+        gi, fj, cost, value, owner = gi[ok], fj[ok], cost[ok], value[ok], owner[ok]
         count = pts["count"][fj] + 1
         heads = pts["heads"][fj] + g_size[gi]
         index = pts["index"][fj] + inst.ids[g_cand[gi]]
@@ -225,16 +277,97 @@ def solve_dp(inst: Instance, budgets: list[float], cap: float):
         f_len[blocks] = length[blocks]
         pts.append(cost=cost[keep], value=value[keep], count=count[keep], heads=heads[keep],
                    index=index[keep], cand=g_cand[gi[keep]], prev=fj[keep])
-    front = np.arange(f_start[full], f_start[full] + f_len[full])
-    out = []
-    for budget in budgets:
-        fitting = front[fits(pts["cost"][front], budget)]
-        if len(fitting) == 0:
-            out.append(None)
-            continue
-        point, chosen = fitting[-1], []  # the front's values fall as cost rises
-        while point != 0:
-            chosen.append(int(pts["cand"][point]))
-            point = pts["prev"][point]
-        out.append((tuple(sorted(chosen)), True, 0.0))
-    return out
+    return pts, np.arange(f_start[full], f_start[full] + f_len[full])
+
+
+def _pick(pts: _Columns, front: np.ndarray, budget: float):
+    """(chosen, True, 0.0) for the front's point of lowest value within ``budget``, or None."""
+    fitting = front[fits(pts["cost"][front], budget)]
+    if len(fitting) == 0:
+        return None
+    point, chosen = fitting[-1], []  # the front's values fall as cost rises
+    while point != 0:
+        chosen.append(int(pts["cand"][point]))
+        point = pts["prev"][point]
+    return tuple(sorted(chosen)), True, 0.0
+
+
+# --------------------------------------------------------------------------
+# Lagrangian bounds (arbitrary costs)
+# --------------------------------------------------------------------------
+
+#: Most steps of the search for the best Lagrangian multiplier (each a scalar DP over the subsets).
+LAGRANGE_MAX_STEPS = 60
+#: Relative slack on the bound test: a point is dropped only when its bound exceeds the known value by more.
+BOUND_RTOL = 1e-9
+
+
+def _lagrangian(n: int, fronts, weight: float, value_weight: float = 1.0):
+    """The scalar DP of ``value_weight·value + weight·cost``: (D, cost, value), with D[U] the least such sum
+    of serving the tasks of U (a partition of U into blocks, each served by one network; a network may
+    serve two blocks and be paid twice, which never beats paying once), and (cost, value) of one
+    partition of all tasks reaching D[T]."""
+    g_start, g_len, g_cost, g_value = fronts[:4]
+    size = 1 << n
+    block = np.repeat(np.arange(size, dtype=np.int64), g_len)
+    key = value_weight * g_value + weight * g_cost
+    order = np.lexsort((key, block))
+    head = order[np.r_[True, block[order][1:] != block[order][:-1]]] if len(order) else order
+    single, arg = np.full(size, np.inf), np.full(size, -1, np.int64)
+    single[block[head]], arg[block[head]] = key[head], head
+    D, best = np.zeros(size), np.zeros(size, np.int64)
+    for blocks, first, rest in _splits(n):
+        total = single[first] + D[rest]
+        j = total.argmin(axis=1)
+        rows = np.arange(len(blocks))
+        D[blocks], best[blocks] = total[rows, j], first[rows, j]
+    cost = value = 0.0
+    remaining = size - 1
+    while remaining:
+        point = arg[best[remaining]]
+        cost, value = cost + g_cost[point], value + g_value[point]
+        remaining ^= int(best[remaining])
+    return D, cost, value
+
+
+def _bounded_test(inst: Instance, fronts, cover: np.ndarray, budget: float, scale: float) -> Callable:
+    """The ``useful`` test of one budget's pass, from Lagrangian bounds.
+
+    For a multiplier λ >= 0, any selection serving the other tasks W = T \\ U within the budget left,
+    ``budget - c``, has value >= D_λ(W) - λ·(budget - c) (`_lagrangian`).  A partial selection of block U
+    at (c, v) is dropped when ``v + λ·c + D_λ(W) - λ·budget`` exceeds the value ``best`` of a known
+    selection within the budget, for λ = 0 and the λ that maximises the bound on the whole (found by
+    intersecting the lines of the best partitions above and within the budget), or when ``c`` plus the
+    cheapest cover of W exceeds the budget.  The known selections are those partitions within the budget."""
+    n, full = inst.n, (1 << inst.n) - 1
+    D0, c_lo, v_lo = _lagrangian(n, fronts, 0.0)
+    multipliers = [(0.0, D0)]
+    if fits(c_lo, budget):
+        best = v_lo  # the unconstrained optimum fits
+    else:
+        _, c_hi, v_hi = _lagrangian(n, fronts, 1.0, value_weight=0.0)  # a cheapest cover: within the budget
+        best = v_hi
+        for _ in range(LAGRANGE_MAX_STEPS):
+            if c_lo - c_hi <= 0 or v_hi <= v_lo:
+                break
+            lam = (v_hi - v_lo) / (c_lo - c_hi)
+            D, c, v = _lagrangian(n, fronts, lam)
+            line = v_hi + lam * c_hi
+            if D[full] >= line - BOUND_RTOL * (abs(line) + scale):
+                multipliers.append((lam, D))
+                break
+            if fits(c, budget):
+                c_hi, v_hi, best = c, v, min(best, v)
+            else:
+                c_lo, v_lo = c, v
+            multipliers[1:] = [(lam, D)]
+    slack = BOUND_RTOL * (abs(best) + scale)
+
+    def useful(block, cost, value):
+        rest = full ^ block
+        ok = fits(cost + cover[rest], budget)
+        for lam, D in multipliers:
+            ok &= value + lam * (cost - budget) + D[rest] <= best + slack
+        return ok
+
+    return useful

@@ -32,12 +32,27 @@ class SelectionError(ValueError):
 class InfeasibleBudgetError(SelectionError):
     """The budget is below the cost of the cheapest selection covering all tasks."""
 
-    def __init__(self, budget: float, min_budget: float):
+    def __init__(self, budget: float, min_budget: float, proven: bool = True):
         self.budget = budget
         self.min_budget = min_budget
+        self.proven = proven
         super().__init__(
             f"budget {budget:g} is below the cheapest selection that covers every "
             f"task; the minimum feasible budget is {min_budget:g}"
+            + ("" if proven else " or less (the cheapest cover found in the time limit, not proven cheapest)")
+        )
+
+
+class CoverNotProvenError(SelectionError):
+    """The cheapest cover was not proven within the time limit; ``best`` and ``lower_bound`` bracket its cost."""
+
+    def __init__(self, best: float, lower_bound: float, time_limit: float):
+        self.best = best
+        self.lower_bound = lower_bound
+        gap = (best - lower_bound) / best if best > 0 else float("inf")
+        super().__init__(
+            f"the cheapest selection covering every task was not proven within {time_limit:g} s: the best found "
+            f"costs {best:g} and none costs less than {lower_bound:g} (gap {gap:.2%}); give it more time"
         )
 
 

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from grouping.selection_instance import BUDGET_RTOL, Instance, covers, fits, popcount, prune, selection_value
+from grouping.selection_instance import BUDGET_RTOL, Instance, SelectionError, covers, fits, popcount, prune, selection_value
 
 #: Relative optimality gap at which the MIP solver stops.
 MIP_REL_GAP = 1e-9
@@ -74,9 +74,15 @@ def _run_mip(col_cost, col_lower, col_upper, row_lower, row_upper, start, index,
     return h
 
 
-def min_cover_cost(inst: Instance) -> float:
-    """Cheapest cost of a set of candidates covering every task (exact: no time limit)."""
-    return min_cover(inst)[0]
+@dataclasses.dataclass(frozen=True)
+class Cover:
+    """A set of candidates covering every task: its cost, indices, whether it is proven cheapest, and a
+    lower bound on the cheapest cover's cost (equal to ``cost`` when proven)."""
+
+    cost: float
+    chosen: tuple[int, ...]
+    optimal: bool
+    lower_bound: float
 
 
 def greedy_cover(inst: Instance) -> tuple[int, ...]:
@@ -90,13 +96,14 @@ def greedy_cover(inst: Instance) -> tuple[int, ...]:
     return tuple(sorted(chosen))
 
 
-def min_cover(inst: Instance) -> tuple[float, tuple[int, ...]]:
-    """Cheapest set of candidates covering every task (weighted set-cover MIP, HiGHS): (cost, indices).
+def min_cover(inst: Instance, deadline: float | None = None) -> Cover:
+    """Cheapest set of candidates covering every task (weighted set-cover MIP, HiGHS).
 
     Only masks and costs matter, so candidates with a superset (or the same set) at no higher cost are
-    dropped first (`prune` on zero losses).  Exact and without a time limit: with many tasks and real
-    costs it can take a while (27 tasks, 3,378 random networks: about 20 s), so the selection itself
-    never waits for it."""
+    dropped first (`prune` on zero losses).  Exact when it finishes; with many tasks and real costs it can
+    take a while (27 tasks, 3,378 random networks: about 20 s).  Stopped by ``deadline``
+    (time.monotonic()), it returns the cheaper of HiGHS's best cover and the greedy cover, not proven, with
+    the larger of HiGHS's bound and the costliest cheapest network of a single task as the lower bound."""
     import highspy
 
     keep = prune(dataclasses.replace(inst, values=np.zeros_like(inst.values)), math.inf)
@@ -106,14 +113,39 @@ def min_cover(inst: Instance) -> tuple[float, tuple[int, ...]]:
     h = _run_mip(inst.costs[keep].astype(float), np.zeros(N), np.ones(N), np.ones(n), np.full(n, highspy.kHighsInf),
                  start, np.nonzero(bits)[1], np.ones(int(start[-1])), [True] * N,
                  {"mip_rel_gap": 0.0, "mip_abs_gap": 1e-12})
+    if deadline is not None:
+        h.setOptionValue("time_limit", max(deadline - time.monotonic(), 1e-3))
     h.run()
-    chosen = tuple(int(keep[i]) for i in np.flatnonzero(np.array(h.getSolution().col_value) > 0.5))
-    return math.fsum(inst.costs[list(chosen)]), chosen
+    solution = h.getSolution()
+    if h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
+        chosen = tuple(int(keep[i]) for i in np.flatnonzero(np.array(solution.col_value) > 0.5))
+        cost = math.fsum(inst.costs[list(chosen)])
+        return Cover(cost, chosen, True, cost)
+    options = [greedy_cover(inst)]
+    if solution.value_valid:
+        found = tuple(int(keep[i]) for i in np.flatnonzero(np.array(solution.col_value) > 0.5))
+        if covers(inst, found):
+            options.append(found)
+    chosen = min(options, key=lambda c: math.fsum(inst.costs[list(c)]))
+    single = float(np.where(inst.bits, inst.costs[:, None], np.inf).min(axis=0).max())
+    bound = h.getInfo().mip_dual_bound
+    return Cover(math.fsum(inst.costs[list(chosen)]), chosen, False, max(single, bound if math.isfinite(bound) else 0.0))
+
+
+def per_task_bound(inst: Instance, budget: float) -> float:
+    """A lower bound on any selection's value within ``budget``: each task at its best value among the
+    networks that fit the budget on their own (-inf when some task has none)."""
+    alone = inst.bits & fits(inst.costs, budget)[:, None]
+    return math.fsum(np.where(alone, inst.values, np.inf).min(axis=0)) if alone.any(axis=0).all() else -math.inf
 
 
 def solve_mip(inst: Instance, budgets: list[float], deadline: float | None):
     """The assignment MIP per budget (module docstring), smallest budget first; (chosen, optimal, gap) or None
-    (infeasible) per budget.  ``deadline`` (time.monotonic()) is shared out over the cover and the budgets."""
+    (infeasible) per budget.  ``deadline`` (time.monotonic()) is shared out over the budgets.
+
+    Each budget's MIP starts from a selection that fits it (the previous budget's, the greedy cover or, when
+    neither fits, the cheapest cover, which may prove the budget infeasible first), so that a stopped run
+    always answers a real selection.  Its gap counts the larger of HiGHS's bound and `per_task_bound`."""
     import highspy
 
     n, N = inst.n, len(inst.networks)
@@ -150,47 +182,81 @@ def solve_mip(inst: Instance, budgets: list[float], deadline: float | None):
                      "mip_feasibility_tolerance": 1e-10, "primal_feasibility_tolerance": 1e-10},
         )
 
+    def cost_of(chosen) -> float:
+        return math.fsum(inst.costs[list(chosen)])
+
     order = sorted(range(len(budgets)), key=lambda i: budgets[i])
     out: list = [None] * len(budgets)
-
     # No exact cheapest cover first: with many tasks and real costs that set-cover MIP can take far longer than
-    # the selections (27 tasks, 3,378 networks: 20 s against ~1 s).  Each budget's MIP proves infeasibility
-    # itself; the fallback for a stopped run is the previous budget's selection or a greedy cover.
-    previous = greedy_cover(inst)
+    # the selections (27 tasks, 3,378 networks: 20 s against ~1 s); it runs only when no cheaper start fits.
+    previous, cover = greedy_cover(inst), None
     for rank, i in enumerate(order):
         budget = budgets[i]
-        # Half the documented slack, so HiGHS's own tolerance (1e-10) cannot push a cost past it.
-        h = model(budget + 0.5 * BUDGET_RTOL * max(1.0, abs(budget)))
-        if deadline is not None:
-            left = max(deadline - time.monotonic(), 0.0)
-            h.setOptionValue("time_limit", max(left / (len(order) - rank), 1e-3))
-        # No setSolution warm start: with HiGHS 1.16 a given start solution can come
-        # back as the "optimal" answer when presolve settles the model.
-        h.run()
-        status = h.getModelStatus()
-        solution = h.getSolution()
-        if status == highspy.HighsModelStatus.kOptimal:
-            chosen = tuple(int(j) for j in np.flatnonzero(np.array(solution.col_value[:N]) > 0.5))
-            if not (covers(inst, chosen) and fits(math.fsum(inst.costs[list(chosen)]), budget)):
-                raise RuntimeError(f"HiGHS returned an infeasible selection for budget {budget:g}")
-            out[i] = (chosen, True, 0.0)
-        elif status == highspy.HighsModelStatus.kInfeasible:
-            continue  # no cover fits this budget
-        else:  # stopped early: the better of HiGHS's incumbent and the fallback selection
-            fallback = previous if fits(math.fsum(inst.costs[list(previous)]), budget) else None
-            options = [] if fallback is None else [fallback]
+        share = None if deadline is None else time.monotonic() + max(deadline - time.monotonic(), 0.0) / (len(order) - rank)
+        if not fits(cost_of(previous), budget):
+            if cover is None:
+                cover = min_cover(inst, None if share is None else time.monotonic() + 0.5 * (share - time.monotonic()))
+            if not fits(cover.lower_bound, budget):
+                continue  # proven infeasible: no cover fits this budget
+            if fits(cover.cost, budget):
+                previous = cover.chosen
+        begin = previous if fits(cost_of(previous), budget) else None
+
+        def run(start):
+            # Half the documented slack, so HiGHS's own tolerance (1e-10) cannot push a cost past it.
+            h = model(budget + 0.5 * BUDGET_RTOL * max(1.0, abs(budget)))
+            if share is not None:
+                h.setOptionValue("time_limit", max(share - time.monotonic(), 1e-3))
+            if start is not None:
+                _set_start(h, inst, start, y_cand, y_task)
+            h.run()
+            status, solution = h.getModelStatus(), h.getSolution()
+            found = None
             if solution.value_valid:
                 found = tuple(int(j) for j in np.flatnonzero(np.array(solution.col_value[:N]) > 0.5))
-                if fits(math.fsum(inst.costs[list(found)]), budget) and covers(inst, found):
-                    options.append(found)
-            if not options:  # nothing found that fits: the exact cheapest cover (without a time limit)
-                cover_cost, cover = min_cover(inst)
-                if not fits(cover_cost, budget):
-                    continue  # infeasible
-                options.append(cover)
+                if not (covers(inst, found) and fits(cost_of(found), budget)):
+                    if status == highspy.HighsModelStatus.kOptimal:
+                        raise RuntimeError(f"HiGHS returned an infeasible selection for budget {budget:g}")
+                    found = None
+            return h, status, found
+
+        h, status, found = run(begin)
+        if begin is not None and status == highspy.HighsModelStatus.kOptimal and found is not None:
+            # HiGHS 1.16 can answer a start solution as "optimal" when presolve settles the model, with the
+            # reduced model's optimum as its objective (a 4-task case: 0.1 returned, 0 reported and
+            # reachable); a returned selection not worth the reported objective is solved again without it.
+            objective = h.getInfo().objective_function_value
+            if abs(selection_value(inst, found) - objective) > 1e-7 * max(1.0, abs(objective)):
+                h, status, found = run(None)
+        if status == highspy.HighsModelStatus.kOptimal and found is not None:
+            out[i] = (found, True, 0.0)
+        elif status == highspy.HighsModelStatus.kInfeasible and begin is None:
+            continue  # no cover fits this budget
+        else:  # stopped early: the better of HiGHS's incumbent and the start
+            options = [c for c in (found, begin) if c is not None]
+            if not options:
+                raise SelectionError(
+                    f"no selection within budget {budget:g} was found in the time limit, nor proven not to exist: the "
+                    f"cheapest cover found costs {cover.cost:g} and none costs less than {cover.lower_bound:g}; "
+                    f"give more time")
             chosen = min(options, key=lambda c: selection_value(inst, c))
-            value, bound = selection_value(inst, chosen), h.getInfo().mip_dual_bound
+            value = selection_value(inst, chosen)
+            bound = max(h.getInfo().mip_dual_bound, per_task_bound(inst, budget))
             gap = max(0.0, value - bound) / max(abs(value), 1e-12) if math.isfinite(bound) else math.inf
-            out[i] = (chosen, False, gap)
+            out[i] = (chosen, gap <= MIP_REL_GAP, 0.0 if gap <= MIP_REL_GAP else gap)
         previous = out[i][0]
     return out
+
+
+def _set_start(h, inst: Instance, chosen, y_cand: np.ndarray, y_task: np.ndarray) -> None:
+    """Give HiGHS a feasible start: x = the chosen networks, each task's y on its best chosen network."""
+    import highspy
+
+    x = np.zeros(len(inst.networks))
+    x[list(chosen)] = 1.0
+    values = np.where(inst.bits & (x[:, None] > 0), inst.values, np.inf)
+    best = values.argmin(axis=0)  # per task, the chosen network serving it
+    y = (y_cand == best[y_task]).astype(float)
+    solution = highspy.HighsSolution()
+    solution.col_value = np.concatenate([x, y]).tolist()
+    h.setSolution(solution)
