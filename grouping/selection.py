@@ -23,8 +23,8 @@ Solvers
 -------
 ``"dp"``   Dynamic programme over subsets of tasks (`grouping.selection_dp`):
            the whole cost/loss curve in one pass when the totals of costs
-           take few values (unit/half costs: 12 tasks in ~0.3 s, 15 in
-           ~15 s); with many distinct costs (measured FLOPs, latencies) one
+           take few values (unit/half costs: 12 tasks in ~0.5 s, 15 in
+           ~25 s); with many distinct costs (measured FLOPs, latencies) one
            pass per budget, pruned by Lagrangian bounds.
 ``"mip"``  Mixed-integer programme solved by HiGHS (`grouping.selection_mip`):
            binary ``x_N`` (network chosen), continuous ``y_{t,N}`` (task t
@@ -43,7 +43,7 @@ Solvers
            values) fits ``time_limit`` and its memory bound (``DP_MAX_BLOCKS``)
            holds; else ``"mip"``.  The rule comes from measuring both
            (``benchmarks/selection.py``: 12 tasks with measured FLOPs as
-           costs, DP 0.35 s, MIP 32 s).
+           costs, DP about 0.5 s, MIP not proven in 10 s).
 
 Ties and tolerances
 -------------------

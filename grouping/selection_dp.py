@@ -7,7 +7,7 @@ pairwise sums.  ``F(T)`` holds the whole cost/loss curve: the answer for ``B`` i
 value with cost <= B.  Points of U whose cost plus the cheapest cover of the other tasks exceeds the
 largest budget are dropped.  Work ≈ 3^n/2 splits × front sizes, vectorised with numpy one subset size
 at a time; exact in floating point.  Fast when the totals of costs take few values (unit/half costs:
-12 tasks in ~0.3 s, 15 in ~15 s).
+12 tasks in ~0.5 s, 15 in ~25 s).
 
 Many distinct costs (measured FLOPs or latencies) make long fronts: then each budget B gets its own
 pass, which drops every partial selection that a Lagrangian bound proves worse than a known selection
