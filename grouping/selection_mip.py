@@ -10,8 +10,9 @@ For fixed ``x`` the assignment is a trivially integral LP, so ``y`` need not be 
 Solved to a relative gap of ``MIP_REL_GAP``; under a deadline (shared out over the budgets) the best
 selection found is returned with ``optimal=False`` and its proven gap.  Infeasible budgets are found
 by the MIP itself (the exact cheapest cover, a set-cover MIP, can take far longer than the selections
-with many tasks and real costs, so it is computed only when needed); a stopped run falls back on the
-previous budget's selection, a greedy cover, or the exact cheapest cover.
+with many tasks and real costs, so it is computed only when needed).  Each budget's MIP is given a start
+that fits (the previous budget's selection, a greedy cover or, under a deadline, the cheapest cover
+found), which is also the answer of a run stopped before HiGHS finds better.
 """
 
 from __future__ import annotations
@@ -143,9 +144,9 @@ def solve_mip(inst: Instance, budgets: list[float], deadline: float | None):
     """The assignment MIP per budget (module docstring), smallest budget first; (chosen, optimal, gap) or None
     (infeasible) per budget.  ``deadline`` (time.monotonic()) is shared out over the budgets.
 
-    Each budget's MIP starts from a selection that fits it (the previous budget's, the greedy cover or, when
-    neither fits, the cheapest cover, which may prove the budget infeasible first), so that a stopped run
-    always answers a real selection.  Its gap counts the larger of HiGHS's bound and `per_task_bound`."""
+    Under a deadline, each budget's MIP starts from a selection that fits it (the previous budget's, the greedy
+    cover or, when neither fits, the cheapest cover, which may prove the budget infeasible first), so that a
+    stopped run always answers a real selection.  Its gap counts the larger of HiGHS's bound and `per_task_bound`."""
     import highspy
 
     n, N = inst.n, len(inst.networks)
@@ -193,7 +194,7 @@ def solve_mip(inst: Instance, budgets: list[float], deadline: float | None):
     for rank, i in enumerate(order):
         budget = budgets[i]
         share = None if deadline is None else time.monotonic() + max(deadline - time.monotonic(), 0.0) / (len(order) - rank)
-        if not fits(cost_of(previous), budget):
+        if not fits(cost_of(previous), budget) and share is not None:  # without a limit the MIP needs no start
             if cover is None:
                 cover = min_cover(inst, None if share is None else time.monotonic() + 0.5 * (share - time.monotonic()))
             if not fits(cover.lower_bound, budget):
@@ -235,10 +236,10 @@ def solve_mip(inst: Instance, budgets: list[float], deadline: float | None):
         else:  # stopped early: the better of HiGHS's incumbent and the start
             options = [c for c in (found, begin) if c is not None]
             if not options:
-                raise SelectionError(
-                    f"no selection within budget {budget:g} was found in the time limit, nor proven not to exist: the "
-                    f"cheapest cover found costs {cover.cost:g} and none costs less than {cover.lower_bound:g}; "
-                    f"give more time")
+                known = "" if cover is None else (f": the cheapest cover found costs {cover.cost:g} and none costs "
+                                                  f"less than {cover.lower_bound:g}")
+                raise SelectionError(f"no selection within budget {budget:g} was found in the time limit, nor proven "
+                                     f"not to exist{known}; give more time")
             chosen = min(options, key=lambda c: selection_value(inst, c))
             value = selection_value(inst, chosen)
             bound = max(h.getInfo().mip_dual_bound, per_task_bound(inst, budget))
