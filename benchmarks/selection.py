@@ -32,8 +32,10 @@ quoted for comparison.
     tasks at 64x64; synthetic task i has the decoder of scenes task i mod 5)
     and with random costs (nominal x U(0.8, 1.25)), budget 5 full-size
     single-task networks (the cheapest cover under FLOPs costs 3.76), under a 10 s time limit; target: exact in < 10 s.
+    "auto" runs the subset DP's per-budget pass with Lagrangian bounds here; "mip" is HiGHS for comparison.
 
-    python benchmarks/selection.py --parts e,f --out benchmarks/results/selection_costs.json
+    python benchmarks/selection.py --parts e --out benchmarks/results/selection_many_tasks.json
+    python benchmarks/selection.py --parts f --out benchmarks/results/selection_real_costs.json
 """
 
 from __future__ import annotations

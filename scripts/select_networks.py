@@ -36,6 +36,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from grouping.selection import (  # noqa: E402
+    COVER_TIME_LIMIT,
     Selection,
     SelectionError,
     hoa_candidates,
@@ -98,7 +99,8 @@ def run(args: argparse.Namespace) -> list[tuple[Selection, float | None] | Infea
     else:
         tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
         table = read_loss_table(args.table, tasks, allow_missing=args.allow_missing)
-        minimum = minimum_budget(table.networks, tasks=table.tasks)
+        minimum = minimum_budget(table.networks, tasks=table.tasks,
+                                 time_limit=args.time_limit if args.time_limit is not None else COVER_TIME_LIMIT)
     feasible, _ = split_budgets(budgets, minimum)
     solved = iter(_solve(args, feasible))
     return [next(solved) if b in feasible else Infeasible(b, minimum) for b in budgets]

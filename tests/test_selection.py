@@ -13,8 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from grouping import selection_dp
 from grouping.selection import (
     BUDGET_RTOL,
+    CoverNotProvenError,
     InfeasibleBudgetError,
     Network,
     SelectionError,
@@ -111,6 +113,19 @@ def instances(draw, losses=LOSSES, costs=COSTS, max_candidates=8):
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instance=instances())
 def test_matches_brute_force(solver, instance):
+    check_against_brute_force(solver, instance)
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instance=instances())
+def test_bounded_dp_matches_brute_force(instance):
+    """The DP's per-budget passes pruned by Lagrangian bounds (what many distinct costs get), forced here."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(selection_dp, "DP_MAX_COST_LEVELS", 0)
+        check_against_brute_force("dp", instance)
+
+
+def check_against_brute_force(solver, instance):
     tasks, candidates, budgets = instance
     uncovered = [t for t in tasks if not any(t in c.tasks for c in candidates)]
     if uncovered:
@@ -146,10 +161,19 @@ def test_larger_budget_is_solved_afresh(solver):
     assert one.total == pytest.approx(0.1) and two.total == 0.0
 
 
+@pytest.mark.parametrize("bounded", [False, True])
 @settings(max_examples=150, deadline=None, database=None)
 @given(instance=instances(losses=TIED_LOSSES, costs=GRID_COSTS))
-def test_dp_tie_break(instance):
-    """The DP returns the documented tie-break: value, then cost, networks, task heads, Σ candidate position."""
+def test_dp_tie_break(bounded, instance):
+    """The DP returns the documented tie-break: value, then cost, networks, task heads, Σ candidate position;
+    so do its per-budget passes pruned by Lagrangian bounds (forced with ``bounded``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if bounded:
+            patch.setattr(selection_dp, "DP_MAX_COST_LEVELS", 0)
+        check_tie_break(instance)
+
+
+def check_tie_break(instance):
     tasks, candidates, budgets = instance
     if not covers(candidates, tasks):
         return
@@ -216,7 +240,7 @@ def test_time_limit_returns_best_found_with_gap():
     cands = [Network(nw.tasks, nw.cost * rng.uniform(0.8, 1.2), nw.losses, nw.label) for nw in cands]
     sel = select_networks(cands, 5, solver="mip", time_limit=0.5)[0]
     assert_valid(sel, cands, tasks, 5)
-    assert sel.optimal or sel.gap > 0
+    assert sel.optimal or 0 < sel.gap < 1  # a real selection and a real bound: every loss is positive
 
 
 # --------------------------------------------------------------------------
@@ -346,7 +370,7 @@ def test_tag_published_groupings():
 def test_dominance_pruning_bounds_its_memory(monkeypatch):
     """A pair network among 27 tasks has 2^25 supersets: pruning compares it with the candidates directly
     instead of enumerating them, and holds a bounded number of pairs at a time (tiny chunks here)."""
-    from grouping import selection as S
+    from grouping import selection_instance as S
 
     tasks = [f"t{i}" for i in range(27)]
     rng = np.random.default_rng(1)
@@ -355,9 +379,9 @@ def test_dominance_pruning_bounds_its_memory(monkeypatch):
                    for p in itertools.combinations(tasks[:8], 2)]
     candidates += [Network(tuple(tasks), 3.0, {t: 0.9 for t in tasks}),
                    Network(tuple(tasks[:3]), 1.5, {t: 2.0 for t in tasks[:3]})]  # dominated by nothing cheaper
-    inst = S._Instance.build(candidates, tasks, sense=1.0)
+    inst = S.Instance.build(candidates, tasks, sense=1.0)
     monkeypatch.setattr(S, "PRUNE_CHUNK_PAIRS", 64)
-    kept = set(S._prune(inst, 40.0).tolist())
+    kept = set(S.prune(inst, 40.0).tolist())
     # By hand: N is dominated by M when S(N) ⊆ S(M), c(M) <= c(N), no loss of M above N's and one strictly better.
     expected = set()
     for a, n in enumerate(candidates):
@@ -441,7 +465,52 @@ def test_many_tasks_under_a_time_limit():
     (sel,) = select_networks(candidates, 12.0, tasks=tasks, time_limit=1.0)
     assert time.monotonic() - start < 10  # the limit plus building and pruning the table
     assert_valid(sel, candidates, tasks, 12.0)
-    assert sel.optimal or sel.gap > 0
+    assert sel.optimal or 0 < sel.gap < 1  # the MIP starts from a selection that fits: never "nothing found"
+
+
+def test_minimum_budget_under_a_time_limit():
+    """The cheapest cover of the 27-task table takes HiGHS about 20 s: stopped after 0.05 s it says so, with a
+    real cover and a bound around it; a small table is proven well within the same limit."""
+    tasks, candidates = many_task_instance()
+    with pytest.raises(CoverNotProvenError, match="not proven within 0.05 s") as err:
+        minimum_budget(candidates, tasks=tasks, time_limit=0.05)
+    assert 0 < err.value.lower_bound <= err.value.best
+    assert err.value.lower_bound >= max(min(nw.cost for nw in candidates if t in nw.tasks) for t in tasks) - 1e-12
+    cands = [Network(("a",), 0.75, {"a": 1.0}), Network(("b",), 0.5, {"b": 1.0}), Network(("a", "b"), 2.0, {"a": 0, "b": 0})]
+    assert minimum_budget(cands, time_limit=5.0) == 1.25
+    with pytest.raises(SelectionError, match="time_limit must be a positive number"):
+        minimum_budget(cands, time_limit=0)
+
+
+def measured_cost_instance(n: int = 7, seed: int = 0):
+    """Every subset of n tasks as a network costing an encoder (1) plus one decoder per task (0.2-0.4, as
+    measured FLOPs are), and half-size singles (0.5-0.7): many distinct costs."""
+    rng = np.random.default_rng(seed)
+    tasks = [f"t{i}" for i in range(n)]
+    decoder, half = rng.uniform(0.2, 0.4, n), rng.uniform(0.5, 0.7, n)
+    level = rng.uniform(0.2, 1.0, n)
+    candidates = [Network((t,), half[i], {t: level[i] * rng.uniform(1.0, 1.3)}, f"half:{t}") for i, t in enumerate(tasks)]
+    for subset in subsets_by_size(tasks):
+        idx = [tasks.index(t) for t in subset]
+        candidates.append(Network(subset, 1.0 + decoder[idx].sum(), {t: level[i] * rng.uniform(0.8, 1.2)
+                                                                      for t, i in zip(subset, idx)}))
+    return tasks, candidates
+
+
+def test_measured_costs_solved_exactly_against_an_independent_mip():
+    """Many distinct costs send the DP to its per-budget passes with Lagrangian bounds; each answer equals
+    the assignment MIP written above (scipy), at a tight, a middling and a loose budget."""
+    from grouping.selection_dp import DP_MAX_COST_LEVELS, cost_levels
+
+    tasks, candidates = measured_cost_instance()
+    assert cost_levels(np.array([nw.cost for nw in candidates]), 6.0, len(tasks)) > DP_MAX_COST_LEVELS
+    low = minimum_budget(candidates, tasks=tasks)
+    budgets = [low * 1.02, 4.0, 6.0]
+    for solver in SOLVERS:
+        for sel, budget in zip(select_networks(candidates, budgets, tasks=tasks, solver=solver), budgets):
+            best, _ = assignment_milp(candidates, tasks, budget)
+            assert_valid(sel, candidates, tasks, budget)
+            assert sel.optimal and sel.total == pytest.approx(best, rel=1e-9)
 
 
 def test_enumerating_steps_refuse_too_many_tasks_before_allocating():
