@@ -245,11 +245,10 @@ def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: M
     regret = {k: [_stats([per_seed[s]["regret_percent"][k][i] for s in seeds]) for i in range(len(budgets))]
               for k in per_seed[seeds[0]]["regret_percent"]}
     average = {}
-    for k in regret:  # over the budgets where every seed has the row (a "both" row may lack some)
-        known = [i for i, row in enumerate(regret[k]) if row is not None]
-        if not known:
+    for k in regret:  # over every budget; none for a row some budget lacks (a "both" row in another cost view)
+        if any(row is None for row in regret[k]):
             continue
-        per = [float(np.mean([per_seed[s]["regret_percent"][k][i] for i in known])) for s in seeds]
+        per = [float(np.mean(per_seed[s]["regret_percent"][k])) for s in seeds]
         st = _stats(per)
         st["within_seed_noise"] = abs(st["mean"]) <= st["std"]
         average[k] = st
@@ -362,7 +361,7 @@ def markdown(ev: Mapping[str, Any]) -> str:
             "|---|---|---|---|---|"]
     for m in _estimators(ev) + ("random_mean",) + _balancing_keys(ev):
         a = ev["average_regret_percent"].get(m)
-        if a is None:  # a "both" row known at no budget of this view
+        if a is None:  # a "both" row some budget of this view lacks
             continue
         cost = costs.get(m if m != "random_mean" else "", None)
         out.append(f"| {label(m)} | {a['mean']:+.2f} | {a['std']:.2f} | {'yes' if a['within_seed_noise'] else 'no'} | "
