@@ -428,7 +428,8 @@ def plot(ev: Mapping[str, Any], path) -> None:
 
     budgets = np.asarray(ev["budgets"])
     entries = 8 + len(_estimators(ev)) + len(_balancing_keys(ev))  # the legend's lines, at about 0.2 inch each
-    fig, ax = plt.subplots(figsize=(8.6, max(4.5, 0.2 * entries + 1.0)))
+    wide = 3.4 if ev.get("both") else 0.0  # room for the "both" rows' longer legend labels
+    fig, ax = plt.subplots(figsize=(8.6 + wide, max(4.5, 0.2 * entries + 1.0)))
     styles = {"optimal": ("k", "-", "o"), "esa": ("tab:orange", "-", "s"), "hoa": ("tab:green", "-", "^"),
               "tag": ("tab:blue", "-", "D"), "cs": ("tab:purple", "-", "v"),
               "lookahead": ("tab:cyan", "-", "P"), "surrogate": ("tab:olive", "-", "h"),
