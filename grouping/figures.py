@@ -7,7 +7,8 @@ n in steps of 0.5, and the ones asked for; solving is free, so it is always
 drawn whole) of the method's expected total, in the objective's units,
 against one all-task network, independent networks and random groupings,
 the budgets asked for marked; with ``--verify`` the measured test totals
-at those budgets, dashed. A method that predicts no losses (tag, cs) has its
+at those budgets, dashed (with ``--balance``, also the all-task network
+and the chosen networks trained with each balancing method). A method that predicts no losses (tag, cs) has its
 TAG score drawn over the whole curve on a second axis. The x-axis is in the
 report's budget unit (`grouping.costs`).
 """
@@ -80,6 +81,9 @@ def curve_series(report: Mapping[str, Any]) -> dict[str, tuple[list[float], list
                 add(f"{label} (measured test)", sel["budget"], meas[key]["test_total"] if meas.get(key) else None)
             for m, b in (meas.get("balanced") or {}).items():  # --balance
                 add(f"all-task network, {m} balancing (measured test)", sel["budget"], b["test_total"])
+            for m, b in (meas.get("both") or {}).items():  # --balance: the chosen networks, multi-task ones balanced
+                add(f"both: {report['method']}'s networks, {m} balancing (measured test)", sel["budget"],
+                    b["test_total"])
     return series
 
 

@@ -14,7 +14,9 @@ uniformly with ``numpy.random.default_rng(seed)``) and the full-size
 single-task networks (the relative objective's references, the
 "independent networks" of the per-task changes) with the full schedule,
 and scores them on their test losses, each task counting the network
-chosen for it on the predictions.
+chosen for it on the predictions. ``--balance m`` adds, per method m, the
+all-task network trained with m ("balancing") and the chosen networks with
+every multi-task one trained with m ("both"): grouping, balancing, or both.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from grouping.balanced import both_specs
 from grouping.choose import (
     Baselines,
     Choice,
@@ -268,7 +271,10 @@ def check_out(out: Path, settings: Mapping[str, Any], overwrite: bool = False) -
 def verify(runner: Runner, est: Estimate, choices: Sequence[Choice], bases: Sequence[Baselines], seed: int,
            objective: Objective, balance: Sequence[str] = ()) -> dict[str, Any]:
     """Trains the chosen networks, the baselines and the full-size singles with the full schedule; test losses.
-    With `balance`, also the all-task network trained with each balancing method (a baseline row each)."""
+    With `balance`, also the all-task network trained with each balancing method (a baseline row each) and
+    "both" per method and budget: the chosen networks with every multi-task one trained with the method
+    (`grouping.balanced.both_specs`; single-task ones are unaffected by balancing), each task using the
+    same network as in the choice."""
     names = est.tasks
     rng = np.random.default_rng(seed)
     samples: list[list[list[NetSpec]]] = []
@@ -285,6 +291,7 @@ def verify(runner: Runner, est: Estimate, choices: Sequence[Choice], bases: Sequ
     specs += [NetSpec((t,), FULL_SIZE) for t in names]  # the references: independent full-size networks
     balanced = {m: NetSpec(tuple(names), FULL_SIZE, m) for m in balance}
     specs += list(balanced.values())
+    specs += [s for choice in choices for m in balance for s in both_specs(choice, m)]
     trained = runner.train(specs, phase="verify")
     test = {s.label: {t: tr.loss(t, "test") for t in s.tasks} for s, tr in trained.items()}
     reference = objective.reference(test, names)
@@ -309,6 +316,13 @@ def verify(runner: Runner, est: Estimate, choices: Sequence[Choice], bases: Sequ
             entry["random"] = None
         if balanced and choice.budget >= 1:  # one all-task network: fits every budget of at least 1
             entry["balanced"] = {m: measured([spec]) for m, spec in balanced.items()}
+        if balanced:
+            entry["both"] = {}
+            for m in balance:
+                networks = both_specs(choice, m)
+                relabel = {s.label: b.label for s, b in zip(choice.specs, networks)}
+                entry["both"][m] = measured(networks, {t: relabel[label] for t, label in choice.assignment.items()})
+                entry["both"][m]["networks"] = [s.label for s in networks]
         out.append(entry)
     return {"per_budget": out, "networks": {s.label: {"test": test[s.label],
                                                       "validation": {t: tr.loss(t) for t in s.tasks},

@@ -37,6 +37,13 @@ within seed noise. Also reported: each task's change (%) in every choice
 against one all-task network and against its independent full-size network,
 and the pairwise transfer table (task t's change in the pair network {t,u}
 against t alone), each as mean ± std over seeds.
+
+Grouping, balancing, or both (`grouping.balanced`, scripts/ground_truth.py
+--balancing): a record holding networks trained with a balancing method of
+`mtl.balancing` gains, per method, the row ``balanced:<method>`` (one
+all-task network trained with it) and the row ``both:<method>`` (optimal's
+choice at each budget with every multi-task network among its networks
+trained with it; `both_networks` lists those networks).
 """
 
 from __future__ import annotations
@@ -47,10 +54,21 @@ from typing import Any
 
 import numpy as np
 
+from grouping.balanced import (
+    BALANCED,
+    BOTH,
+    balanced_rows,
+    balancing_in,
+    both_in,
+    both_rows,
+    multitask_networks,
+)
+from grouping.balanced import label as balancing_label
 from grouping.costs import CostTable
 from grouping.choose import Choice, baseline_totals, baselines, choose, per_task_losses, score, task_changes
 from grouping.methods import MethodSettings, get_method, method_names
 from grouping.objective import DEFAULT_OBJECTIVE, Objective, change_percent, get_objective
+from grouping.runner import NetSpec
 from grouping.selection import network_label, split_budgets
 from grouping.setting_checks import TARGETS as SETTING_TARGETS
 
@@ -120,42 +138,16 @@ def merge(gt: dict[str, Any], seed: str, evidence: Mapping[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Balancing baselines: the all-task network trained with each method of mtl.balancing.
-
-#: Prefix of a balancing baseline's key in the evaluation ("balanced:mgda").
-BALANCED = "balanced:"
+# Balancing: the all-task network and the optimal choices' multi-task networks trained with each
+# method of mtl.balancing (grouping.balanced: grouping, balancing, or both).
 
 
-def balancing_in(record: Mapping[str, Any]) -> tuple[str, ...]:
-    """The balancing methods whose all-task network one seed's record holds (``record["balanced"]``)."""
-    return tuple(record.get("balanced", {}))
-
-
-def collect_balanced(runner, methods: Sequence[str]) -> dict[str, Any]:
-    """Trains (or reads back from the store) the all-task network once per balancing method:
-    ``{"balanced": {method: {"validation": {task: loss}, "test": {task: loss}}}, "seconds": {...}}``."""
-    from grouping.runner import FULL_SIZE, NetSpec
-    from mtl.balancing import get_method as get_balancing
-
-    for m in methods:
-        get_balancing(m)
-    start = len(runner.log)
-    specs = {m: NetSpec(runner.names, FULL_SIZE, m) for m in methods}
-    trained = runner.train(specs.values(), phase="balancing")
-    out = {m: {split: {t: trained[spec].loss(t, split) for t in runner.names} for split in ("validation", "test")}
-           for m, spec in specs.items()}
-    return {"balanced": out, "seconds": {"balancing": math.fsum(e["seconds"] for e in runner.log[start:])}}
-
-
-def balanced_rows(record: Mapping[str, Any], names: Sequence[str], budgets: Sequence[float], obj: Objective,
-                  reference, methods: Sequence[str]) -> dict[str, list[float | None]]:
-    """``{"balanced:<method>": its test total at every budget}``: one all-task network costs 1, so the
-    same total at every budget of at least 1 (None below)."""
-    out = {}
-    for m in methods:
-        total = obj.total({t: record["balanced"][m]["test"][t] for t in names}, reference)
-        out[BALANCED + m] = [total if b >= 1 else None for b in budgets]
-    return out
+def both_networks(record: Mapping[str, Any], names: Sequence[str], budgets: Sequence[float] = BUDGETS,
+                  objective: str | Objective = DEFAULT_OBJECTIVE) -> list[NetSpec]:
+    """The distinct multi-task networks of optimal's choices (nominal costs) at `budgets`: what the
+    "both" rows train with each balancing method."""
+    budgets, _ = split_budgets(list(budgets), 1.0)
+    return multitask_networks(choices(record, names, budgets, objective, estimators=())["optimal"])
 
 
 # ---------------------------------------------------------------------------
@@ -183,9 +175,11 @@ def pairwise_transfer(losses: Mapping[str, Mapping[str, float]], names: Sequence
 def evaluate_seed(record: Mapping[str, Any], names: Sequence[str], budgets: Sequence[float],
                   objective: str | Objective = DEFAULT_OBJECTIVE,
                   estimators: Sequence[str] | None = None, network_costs: CostTable | None = None,
-                  balanced: Sequence[str] = ()) -> dict[str, Any]:
+                  balanced: Sequence[str] = (), both: Sequence[str] = ()) -> dict[str, Any]:
     """Test totals of every method (`choices`) and baseline at every budget for one seed's record
-    (and of the all-task network trained with each of the `balanced` methods: `balanced_rows`)."""
+    (and of the all-task network trained with each of the `balanced` methods, `balanced_rows`, and of
+    optimal's choices with their multi-task networks trained with each of the `both` methods, `both_rows`).
+    Regret is None where a total is."""
     obj = get_objective(objective)
     test = record["test"]
     reference = obj.reference(test, names)
@@ -198,8 +192,11 @@ def evaluate_seed(record: Mapping[str, Any], names: Sequence[str], budgets: Sequ
                         ("random_mean", "random_mean"), ("random_worst", "random_worst")):
         totals[key] = [row[column] for row in base]
     totals.update(balanced_rows(record, names, budgets, obj, reference, balanced))
-    regret = {m: [100 * (totals[m][i] - totals["optimal"][i]) / totals["optimal"][i] for i in range(len(budgets))]
-              for m in methods + ("random_mean", "random_worst") + tuple(BALANCED + b for b in balanced)}
+    totals.update(both_rows(record, names, chosen["optimal"], obj, reference, both))
+    regret = {m: [None if totals[m][i] is None else 100 * (totals[m][i] - totals["optimal"][i]) / totals["optimal"][i]
+                  for i in range(len(budgets))]
+              for m in methods + ("random_mean", "random_worst") + tuple(BALANCED + b for b in balanced)
+              + tuple(BOTH + b for b in both)}
     changes = {m: [task_changes(per_task_losses(c.specs, test, names), test, names) for c in chosen[m]]
                for m in methods}
     return {"totals": totals, "regret_percent": regret, "choices": {m: [c.labels for c in chosen[m]] for m in methods},
@@ -240,21 +237,25 @@ def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: M
     estimators = tuple(m for m in estimators_in(gt["runs"][seeds[0]]) if all(m in p for p in present))
     methods = ("optimal",) + estimators
     balanced = tuple(b for b in balancing_in(gt["runs"][seeds[0]]) if all(b in balancing_in(gt["runs"][s]) for s in seeds))
-    per_seed = {s: evaluate_seed(gt["runs"][s], names, budgets, obj, estimators, network_costs, balanced)
+    both = tuple(b for b in both_in(gt["runs"][seeds[0]]) if all(b in both_in(gt["runs"][s]) for s in seeds))
+    per_seed = {s: evaluate_seed(gt["runs"][s], names, budgets, obj, estimators, network_costs, balanced, both)
                 for s in seeds}
     keys = list(next(iter(per_seed.values()))["totals"])
     totals = {k: [_stats([per_seed[s]["totals"][k][i] for s in seeds]) for i in range(len(budgets))] for k in keys}
     regret = {k: [_stats([per_seed[s]["regret_percent"][k][i] for s in seeds]) for i in range(len(budgets))]
               for k in per_seed[seeds[0]]["regret_percent"]}
     average = {}
-    for k in regret:
+    for k in regret:  # over every budget; none for a row some budget lacks (a "both" row in another cost view)
+        if any(row is None for row in regret[k]):
+            continue
         per = [float(np.mean(per_seed[s]["regret_percent"][k])) for s in seeds]
         st = _stats(per)
         st["within_seed_noise"] = abs(st["mean"]) <= st["std"]
         average[k] = st
     for k, rows in regret.items():
         for row in rows:
-            row["within_seed_noise"] = abs(row["mean"]) <= row["std"]
+            if row is not None:
+                row["within_seed_noise"] = abs(row["mean"]) <= row["std"]
     # Does the optimal choice depend on the seed?
     optimal_changes = [len({tuple(sorted(per_seed[s]["choices"]["optimal"][i])) for s in seeds}) > 1
                        for i in range(len(budgets))]
@@ -296,7 +297,7 @@ def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: M
         "network_costs": None if network_costs is None else {
             label: {**network_costs.costs(label), "budget_units": network_costs.cost(label)}
             for label in network_costs.raw},
-        "estimators": list(estimators), "balanced": list(balanced),
+        "estimators": list(estimators), "balanced": list(balanced), "both": list(both),
         "objective": obj.name, "totals": obj.quantity,
         "test_total": totals, "regret_percent": regret, "average_regret_percent": average,
         "optimal_choice_changes_between_seeds": optimal_changes,
@@ -327,9 +328,12 @@ def _estimators(ev: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def label(key: str) -> str:
-    if key.startswith(BALANCED):
-        return f"one all-task network, {key[len(BALANCED):]} balancing"
-    return LABELS.get(key, key)
+    return balancing_label(key) or LABELS.get(key, key)
+
+
+def _balancing_keys(ev: Mapping[str, Any]) -> tuple[str, ...]:
+    """The balancing rows of an evaluation: each method's all-task network, then its "both" row."""
+    return tuple(BALANCED + b for b in ev.get("balanced", ())) + tuple(BOTH + b for b in ev.get("both", ()))
 
 
 def markdown(ev: Mapping[str, Any]) -> str:
@@ -337,7 +341,7 @@ def markdown(ev: Mapping[str, Any]) -> str:
     rows = ["| method | " + " | ".join(f"{b:g}" for b in budgets) + " |",
             "|---|" + "---|" * len(budgets)]
     keys = ("optimal",) + _estimators(ev) + ("random_mean", "random_worst", "all_in_one", "independent") + \
-        tuple(BALANCED + b for b in ev.get("balanced", ()))
+        _balancing_keys(ev)
     for k in keys:
         cells = []
         for st in ev["test_total"][k]:
@@ -355,8 +359,10 @@ def markdown(ev: Mapping[str, Any]) -> str:
     costs = ev.get("cost_all_task_runs") or {}
     out += ["| estimator | mean regret vs optimal (%) | ± std over seeds | within seed noise | cost (all-task runs) |",
             "|---|---|---|---|---|"]
-    for m in _estimators(ev) + ("random_mean",) + tuple(BALANCED + b for b in ev.get("balanced", ())):
-        a = ev["average_regret_percent"][m]
+    for m in _estimators(ev) + ("random_mean",) + _balancing_keys(ev):
+        a = ev["average_regret_percent"].get(m)
+        if a is None:  # a "both" row some budget of this view lacks
+            continue
         cost = costs.get(m if m != "random_mean" else "", None)
         out.append(f"| {label(m)} | {a['mean']:+.2f} | {a['std']:.2f} | {'yes' if a['within_seed_noise'] else 'no'} | "
                    f"{'' if cost is None else f'{cost:.2f}'} |")
@@ -421,7 +427,9 @@ def plot(ev: Mapping[str, Any], path) -> None:
     import matplotlib.pyplot as plt
 
     budgets = np.asarray(ev["budgets"])
-    fig, ax = plt.subplots(figsize=(8.6, 4.5))
+    entries = 8 + len(_estimators(ev)) + len(_balancing_keys(ev))  # the legend's lines, at about 0.2 inch each
+    wide = 3.4 if ev.get("both") else 0.0  # room for the "both" rows' longer legend labels
+    fig, ax = plt.subplots(figsize=(8.6 + wide, max(4.5, 0.2 * entries + 1.0)))
     styles = {"optimal": ("k", "-", "o"), "esa": ("tab:orange", "-", "s"), "hoa": ("tab:green", "-", "^"),
               "tag": ("tab:blue", "-", "D"), "cs": ("tab:purple", "-", "v"),
               "lookahead": ("tab:cyan", "-", "P"), "surrogate": ("tab:olive", "-", "h"),
@@ -437,10 +445,16 @@ def plot(ev: Mapping[str, Any], path) -> None:
         if pts:
             ax.scatter(*zip(*pts), marker=marker, s=60, color="tab:red" if k == "all_in_one" else "tab:brown",
                        label=label(k), zorder=5)
-    for j, b in enumerate(ev.get("balanced", ())):  # balancing baselines: the all-task network, other losses
-        pts = [(x, s["mean"]) for x, s in zip(budgets, ev["test_total"][BALANCED + b]) if s is not None]
+    methods = list(dict.fromkeys([*ev.get("balanced", ()), *ev.get("both", ())]))  # one colour per balancing method
+    for key in _balancing_keys(ev):  # the all-task network (dash-dot) and the optimal grouping (dashed), balanced
+        st = ev["test_total"][key]
+        both = key.startswith(BOTH)
+        pts = [(x, s["mean"]) for x, s in zip(budgets, st) if s is not None]
+        err = [s["std"] for s in st if s is not None]
         if pts:
-            ax.plot(*zip(*pts), ls="-.", lw=1, color=plt.cm.Dark2(j % 8), label=label(BALANCED + b))
+            color = plt.cm.Dark2(methods.index(key.split(":", 1)[1]) % 8)
+            ax.errorbar(*zip(*pts), yerr=err if both else None, ls="--" if both else "-.", lw=1.2 if both else 1,
+                        marker="." if both else None, capsize=2, color=color, label=label(key))
     ax.set_xlabel(f"inference budget, in {budget_unit(ev)}", fontsize=8, wrap=True)
     ax.set_ylabel(("mean relative" if ev.get("objective", "loss") == "relative" else "total") + " test loss (lower is better)")
     ax.set_title("Choices of each method on " + ", ".join(ev["tasks"]))

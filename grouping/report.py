@@ -359,6 +359,9 @@ def format_table(report: Mapping[str, Any]) -> str:
             lines.append(text)
         for m, b in ((meas or {}).get("balanced") or {}).items():  # --balance: the all-task network, balanced
             lines.append(f"  baseline one all-task network, {m} balancing: measured test {b['test_total']:.4f}")
+        for m, b in ((meas or {}).get("both") or {}).items():  # --balance: the chosen networks, balanced
+            lines.append(f"  both: the chosen networks, multi-task ones with {m} balancing: measured test "
+                         f"{b['test_total']:.4f}")
     lines.append("")
     lines.append("(* = the network whose output the task uses)")
     if "metrics" in report:
@@ -458,12 +461,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
             own += f" / {meas['chosen']['test_total']:.4f}"
         row = [cell(sel["baselines"][k]["predicted_total"] if sel["baselines"][k] else None, k) for k in BASELINE_NAMES]
         md.append(f"| {sel['budget']:g} | {own} | " + " | ".join(row) + " |")
-    balanced = [(sel["budget"], m, b["test_total"]) for sel in report["selections"]
-                for m, b in ((sel.get("measured") or {}).get("balanced") or {}).items()]
-    if balanced:  # --balance: grouping or balancing? The all-task network trained with each method
-        md += ["", "One all-task network trained with each balancing method (`--balance`), measured test total "
-               "(compare with the measured totals above):", "", "| budget | balancing | test total |", "|---|---|---|"]
-        md += [f"| {b:g} | {m} | {v:.4f} |" for b, m, v in balanced]
+    md += _balancing_markdown(report)
     aff = report["affinity"]
     md += ["", f"## Affinity ({aff['kind']})", "", aff["definition"] + ".", "", aff["orientation"] + ".", "",
            "| source \\ target | " + " | ".join(aff["tasks"]) + " |", "|---|" + "---|" * len(aff["tasks"])]
@@ -473,6 +471,29 @@ def format_markdown(report: Mapping[str, Any]) -> str:
     if "run" in report:
         md += ["## Time", "", "```", format_timing(report), "```", ""]
     return "\n".join(md)
+
+
+def _balancing_markdown(report: Mapping[str, Any]) -> list[str]:
+    """--balance: grouping, balancing, or both? Per budget and method, the measured test totals of the chosen
+    networks (equal weights), the all-task network trained with the method, and the chosen networks with their
+    multi-task ones trained with it."""
+    rows = []
+    for sel in report["selections"]:
+        meas = sel.get("measured") or {}
+        for m in dict.fromkeys([*(meas.get("balanced") or {}), *(meas.get("both") or {})]):
+            def cell(key):
+                entry = (meas.get(key) or {}).get(m)
+                return "-" if entry is None else f"{entry['test_total']:.4f}"
+            rows.append(f"| {sel['budget']:g} | {m} | {meas['chosen']['test_total']:.4f} | {cell('balanced')} | "
+                        f"{cell('both')} |")
+    if not rows:
+        return []
+    return ["", "Grouping, balancing, or both (`--balance`), measured test totals: the chosen networks (equal "
+            "weights), one all-task network trained with the balancing method ('-': does not fit the budget), and "
+            "the chosen networks with every multi-task one trained with the method (both; single-task networks are "
+            "unaffected by balancing):", "",
+            f"| budget [{UNIT_SHORT[report['cost']['kind']]}] | balancing | grouping | balancing | both |",
+            "|---|---|---|---|---|", *rows]
 
 
 def _code_line(report: Mapping[str, Any]) -> str:

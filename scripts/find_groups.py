@@ -80,9 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true",
                    help="also train the chosen networks and the baselines with the full schedule; report test losses")
     p.add_argument("--balance", default=None,
-                   help="with --verify: also train the all-task network with these balancing methods "
-                        "(comma-separated: uncertainty, dwa, gradnorm, mgda, pcgrad, cagrad; mtl/balancing.py), "
-                        "a baseline row each: grouping or balancing? (default: none)")
+                   help="with --verify: also train, with each of these balancing methods (comma-separated: "
+                        "uncertainty, dwa, gradnorm, mgda, pcgrad, cagrad; mtl/balancing.py), the all-task network "
+                        "(balancing) and the chosen networks' multi-task ones (both): grouping, balancing, or both? "
+                        "(default: none)")
     p.add_argument("--no-ensemble", action="store_true",
                    help="train networks one at a time instead of as ensembles of one width (mtl/ensemble.py)")
     p.add_argument("--devices", type=int, default=None, help="ensembles: devices to shard over (default all local ones)")

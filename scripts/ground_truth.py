@@ -6,7 +6,7 @@
     python scripts/ground_truth.py --evaluate-only --objective loss   # Standley's summed loss instead
     python scripts/ground_truth.py --methods lookahead,surrogate     # add estimators to the finished record
     python scripts/ground_truth.py --seeds 0,1,2        # a record holding seeds 0,1 trains seed 2 only
-    python scripts/ground_truth.py --balancing mgda,pcgrad   # add balanced all-task networks to the record
+    python scripts/ground_truth.py --balancing mgda,pcgrad   # add balanced networks: balancing, or both?
 
 For the tasks seg, depth, normals, keypoints, edges (Standley's columns s, d,
 n, k, t) and each seed, trains the 31 full-size subset networks and the 5
@@ -41,13 +41,19 @@ schedule; a renderer changed since the record was made is refused), and the
 merge is noted under settings.merged with its code version. The evaluation
 then covers every method that every seed's record holds.
 
-`--balancing a,b` trains only the all-task network, once per seed and
-balancing method of mtl/balancing.py (uncertainty, dwa, gradnorm, mgda,
-pcgrad, cagrad; equal is the record's own all-task network), through the
-same store, and merges them into --out/ground_truth.json under each seed's
-"balanced" (the same checks of the record's settings as --methods). The
-evaluation then has one baseline row per method: that network's test total
-against the optimal grouping at every budget.
+`--balancing a,b` trains, once per seed and balancing method of
+mtl/balancing.py (uncertainty, dwa, gradnorm, mgda, pcgrad, cagrad; equal
+is the record's own networks), the all-task network and every other
+multi-task network of the optimal choices at --budgets (nominal costs,
+--objective), through the same store, and merges them into
+--out/ground_truth.json under each seed's "balanced" and "balanced_groups"
+(the same checks of the record's settings as --methods). Networks the
+record already holds are not trained again. The evaluation then has two
+rows per method (grouping/balanced.py): "balanced:<method>", the all-task
+network trained with it, and "both:<method>", the optimal grouping at each
+budget with its multi-task networks trained with it (single-task networks
+are unaffected by balancing), both against the optimal grouping with equal
+weights at every budget: grouping, balancing, or both.
 
 The tables run directly through `python scripts/select_networks.py --table
 .../seed0/results.txt --test-table .../seed0/results_test.txt`. Estimator costs
@@ -105,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="collect only these methods (comma-separated) and merge them into the existing "
                         "--out/ground_truth.json (default: every method, a new record)")
     p.add_argument("--balancing", default=None,
-                   help="train only the all-task network with these balancing methods (comma-separated, "
-                        "mtl/balancing.py) per seed and merge them into the existing --out/ground_truth.json (default: none)")
+                   help="train only the all-task network and the optimal choices' multi-task networks with these "
+                        "balancing methods (comma-separated, mtl/balancing.py) per seed and merge them into the "
+                        "existing --out/ground_truth.json (default: none)")
     p.add_argument("--budgets", default="1:5:0.5", help="budgets of the curves: a number, a list or a range")
     p.add_argument("--objective", default=DEFAULT_OBJECTIVE, choices=OBJECTIVES,
                    help="what the totals are: relative (mean of loss / single-task loss) or loss (sum)")
@@ -176,14 +183,17 @@ def differences(recorded: dict, wanted: dict) -> list[str]:
     return out
 
 
-def collect_seeds(args, names, seeds, methods=None, on_seed=None, balancing=()) -> dict:
+def collect_seeds(args, names, seeds, methods=None, on_seed=None, balancing=(), records=None) -> dict:
     """{seed: record} of `methods` (None: every method) for each seed, through the store in --run-dir;
-    with `balancing`, only the all-task network trained with each of those balancing methods."""
+    with `balancing`, only the all-task network and the multi-task networks of the optimal choices of
+    `records` (the seeds' recorded runs) at --budgets, each trained with each of those balancing methods."""
     import dataclasses
 
-    from grouping.groundtruth import collect, collect_balanced
+    from grouping.balanced import collect_balanced
+    from grouping.groundtruth import both_networks, collect
     from grouping.runner import Runner
     from grouping.store import ResultsStore
+    from grouping.tables import parse_budgets
 
     tasks, data, data_settings, cfg0, settings = setting(args, names)
     run_dir = Path(args.run_dir)
@@ -195,7 +205,12 @@ def collect_seeds(args, names, seeds, methods=None, on_seed=None, balancing=()) 
             runner = Runner(tasks, data, cfg, run_dir, store, progress=not args.quiet,
                             data_settings=data_settings, devices=args.devices)
             t0 = time.perf_counter()
-            record = collect_balanced(runner, balancing) if balancing else collect(runner, settings, methods)
+            if balancing:
+                recorded = (records or {})[str(seed)]
+                networks = both_networks(recorded, names, parse_budgets(args.budgets), args.objective)
+                record = collect_balanced(runner, balancing, networks, recorded)
+            else:
+                record = collect(runner, settings, methods)
             record["wall_seconds"] = time.perf_counter() - t0
             record["data_seconds"] = runner.data_seconds
             out[str(seed)] = record
@@ -254,8 +269,8 @@ def train(args, names, seeds, out: Path) -> dict:
 
 
 def merge(args, names, seeds, methods, out: Path, balancing=()) -> dict:
-    """`methods`' evidence (or with `balancing` the balanced all-task networks) for every seed, merged
-    into --out/ground_truth.json (written after each seed)."""
+    """`methods`' evidence (or with `balancing` the balanced all-task networks and the optimal choices'
+    balanced multi-task networks) for every seed, merged into --out/ground_truth.json (written after each seed)."""
     from grouping import groundtruth as G
     from grouping.methods import get_method
     from grouping.store import code_version
@@ -284,14 +299,21 @@ def merge(args, names, seeds, methods, out: Path, balancing=()) -> dict:
 
     def save(seed: str, evidence: dict) -> None:  # after each seed, so an interruption keeps the finished ones
         evidence = {k: v for k, v in evidence.items() if k not in ("wall_seconds", "data_seconds")}
-        if "balanced" in evidence:  # other balancing methods recorded before are kept
-            evidence["balanced"] = {**gt["runs"][seed].get("balanced", {}), **evidence["balanced"]}
+        old = gt["runs"][seed]
+        if "balanced" in evidence:  # other balancing methods and networks recorded before are kept
+            evidence["balanced"] = {**old.get("balanced", {}), **evidence["balanced"]}
+            groups = old.get("balanced_groups", {})
+            evidence["balanced_groups"] = {**groups, **{m: {**groups.get(m, {}), **nets}
+                                                        for m, nets in evidence.get("balanced_groups", {}).items()}}
+            # networks taken from the record are not trained again: this run's seconds add to the record's
+            evidence["seconds"] = {k: old.get("seconds", {}).get(k, 0.0) + v for k, v in evidence["seconds"].items()}
         G.merge(gt, seed, evidence)
         path.write_text(json.dumps(gt, indent=1) + "\n")
 
-    collect_seeds(args, names, seeds, methods, on_seed=save, balancing=balancing)
+    collect_seeds(args, names, seeds, methods, on_seed=save, balancing=balancing, records=gt["runs"])
     gt["settings"].setdefault("merged", []).append({
-        **({"balancing": list(balancing)} if balancing else {}),
+        **({"balancing": list(balancing), "both": {"budgets": args.budgets, "objective": args.objective}}
+           if balancing else {}),
         "methods": list(methods), "seeds": [int(s) for s in seeds], "code_version": code_version(),
         "device": device_info(), "command": _command(), "wall_seconds": time.perf_counter() - started})
     path.write_text(json.dumps(gt, indent=1) + "\n")
