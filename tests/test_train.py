@@ -88,3 +88,13 @@ def test_sgd_with_momentum_also_trains(tiny):
     cfg = TrainConfig(steps=60, batch_size=8, optimizer="sgd", learning_rate=0.05, steps_per_call=20)
     r = train_network(resolve_tasks("edges"), tiny, cfg, progress=False)
     assert r.losses[-5:].mean() < r.losses[:5].mean()
+
+
+def test_even_batch_splits_a_split_into_equal_batches_or_falls_back():
+    from mtl.train import even_batch
+
+    assert even_batch(500) == 50  # 10 batches of 50: one evaluation program
+    assert even_batch(200) == 50
+    assert even_batch(64) == 64 and even_batch(12) == 12  # a split smaller than a batch is one batch
+    assert even_batch(97) == 64  # prime: no divisor in 32..64, so batches of 64 and a short last one
+    assert even_batch(96) == 48
