@@ -193,10 +193,12 @@ def to_device(split: Mapping[str, np.ndarray], tasks: Sequence[Task]) -> dict[st
 
 
 def even_batch(n: int, batch: int = 64) -> int:
-    """The evaluation batch for n images: the largest batch of at most `batch` images that splits them
+    """The evaluation batch for n images: all n if they fit one batch, else the largest batch of at most `batch` images that splits them
     into equal batches, if one of at least batch/2 exists, else `batch`. Equal batches make one
     evaluation program instead of two (a short last batch is a new shape, so a second compilation)."""
-    return next((b for b in range(min(batch, n), max(batch // 2, 1) - 1, -1) if n % b == 0), batch)
+    if n <= batch:
+        return max(n, 1)  # one batch of the whole split
+    return next((b for b in range(batch, max(batch // 2, 1) - 1, -1) if n % b == 0), batch)
 
 
 def evaluate(
