@@ -67,16 +67,45 @@ def train(args) -> dict:
     else:
         members = [(t,) for t in tasks] + ([] if args.no_pairs else list(itertools.combinations(tasks, 2)))
         members.append(tuple(tasks))
+    scale = _loss_scales(args.weights, tasks, splits["train"])
+    if scale:  # train on loss / scale; the record keeps the registry's units
+        import dataclasses
+
+        swap = {t.name: dataclasses.replace(t, loss=lambda p, y, m, f=t.loss, c=scale[t.name]: f(p, y, m) / c)
+                for t in tasks}
+        members = [tuple(swap[t.name] for t in m) for m in members]
     cfg = TrainConfig(steps=args.steps, learning_rate=args.lr, size=args.size, seed=args.seed,
                       checkpoint_every=10**9)
     t0 = time.perf_counter()
     reports = train_ensemble_and_evaluate(members, splits, cfg, progress=True)
     train_s = time.perf_counter() - t0
-    test = {"+".join(t.name for t in m): {t: r["test"][t]["loss"] for t in r["test"]} for m, r in zip(members, reports)}
-    return {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "analyse")},
+    test = {"+".join(t.name for t in m): {t: r["test"][t]["loss"] * scale.get(t, 1.0) for t in r["test"]}
+            for m, r in zip(members, reports)}
+    return {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "analyse", "what")},
             "tasks": [t.name for t in tasks], "test": test,
             "constant": constant_losses(tasks, splits["test"]),
             "render_seconds": render_s, "train_seconds": train_s}
+
+
+def _machine() -> str:
+    """CPU count and the 1-minute load average at the end (a busy machine makes the times incomparable)."""
+    import os
+    import platform
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, load average {load:.1f} at the end"
+
+
+def _loss_scales(spec: str, tasks, train_split) -> dict[str, float]:
+    """{task: the divisor of its training loss} from --weights: '' none, 'constant' (its best
+    constant prediction's loss on the training split), or 'name=divisor,...'."""
+    if not spec:
+        return {}
+    if spec == "constant":
+        from grouping.setting_checks import constant_losses
+
+        return constant_losses(tasks, train_split)
+    return {k: float(v) for k, v in (kv.split("=") for kv in spec.split(","))}
 
 
 def analyse(record: dict) -> dict:
@@ -119,7 +148,10 @@ def main(argv=None) -> int:
     p.add_argument("--encoder", default=None, help="encoder channels at size 1, e.g. 32,64,128 (mtl.model)")
     p.add_argument("--decoder", default=None, help="decoder channels, e.g. 32,16 (mtl.model)")
     p.add_argument("--blur", default="", help="label modalities to spread by a 5x5 binomial blur, e.g. edge_texture")
+    p.add_argument("--weights", default="", help="divide each task's training loss: 'constant' (by its best "
+                   "constant prediction's loss on the training split) or 'seg=0.5,depth=0.2,...'")
     p.add_argument("--all-subsets", action="store_true", help="every subset network, not only pairs")
+    p.add_argument("--what", default="", help="a line saying what this probe tries (kept in the JSON)")
     p.add_argument("--out", help="where the JSON goes")
     p.add_argument("--analyse", metavar="JSON", help="print the analysis of an earlier probe's JSON; train nothing")
     args = p.parse_args(argv)
@@ -132,6 +164,8 @@ def main(argv=None) -> int:
         p.error("--out is required (or --analyse JSON)")
     record = train(args)
     record.update(analyse(record))
+    record.update(what=args.what, reproduce=" ".join(["python", "benchmarks/setting_probe.py", *(argv or sys.argv[1:])]),
+                  device=_machine())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1))
