@@ -135,6 +135,37 @@ def analyse(record: dict) -> dict:
     return {"relative": rel, "headroom": headroom, "best_two": list(best2[1]), "gain_two": gain2}
 
 
+def analyse_seeds(records: list[dict]) -> dict:
+    """Probes of one setting at several training seeds: each seed's headroom, and the pairwise
+    transfer table (mean ± std over seeds) with the pairs that help or hurt each other beyond
+    `grouping.setting_checks.TARGETS["spread_factor"]` times the spread, as the ground truth's checks
+    judge them (`grouping.setting_checks._pairs`). Prints them."""
+    from grouping.groundtruth import _stats, pairwise_transfer
+    from grouping.setting_checks import TARGETS, _pairs
+
+    settings = [{k: v for k, v in r["settings"].items() if k != "seed"} for r in records]
+    if any(s != settings[0] for s in settings[1:]):
+        raise SystemExit("--analyse with several files: they must be probes of one setting at different seeds; "
+                         f"these differ: {settings}")
+    names = records[0]["tasks"]
+    per_seed = [analyse(r) for r in records]
+    transfer = [pairwise_transfer(r["test"], names) for r in records]
+    change = {t: {u: _stats([tr[t][u] for tr in transfer]) for u in names if u != t} for t in names}
+    factor = TARGETS["spread_factor"]
+    helps, hurts = _pairs(change, names, -1, factor), _pairs(change, names, +1, factor)
+    heads = [100 * a["headroom"] for a in per_seed]
+    print(f"seeds {[r['settings']['seed'] for r in records]}: headroom (16 networks) "
+          f"{np.mean(heads):.1f}% (seeds {min(heads):.1f} to {max(heads):.1f}%)")
+    print("pairwise transfer, row task's change (%) next to the column task, mean ± std over seeds:")
+    print("task \\ partner " + " ".join(f"{u:>13s}" for u in names))
+    for t in names:
+        print(f"{t:15s} " + " ".join(f"{'':>13s}" if u == t else
+                                      f"{change[t][u]['mean']:+6.1f} ± {change[t][u]['std']:4.1f}" for u in names))
+    print(f"helping each other beyond {factor:g}x the spread: {[h['pair'] for h in helps] or 'none'}; "
+          f"hurting: {[h['pair'] for h in hurts] or 'none'}")
+    return {"headroom_percent": heads, "pairwise_transfer_percent": change, "helps": helps, "hurts": hurts}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default="s,d,n,k,t")
@@ -153,12 +184,17 @@ def main(argv=None) -> int:
     p.add_argument("--all-subsets", action="store_true", help="every subset network, not only pairs")
     p.add_argument("--what", default="", help="a line saying what this probe tries (kept in the JSON)")
     p.add_argument("--out", help="where the JSON goes")
-    p.add_argument("--analyse", metavar="JSON", help="print the analysis of an earlier probe's JSON; train nothing")
+    p.add_argument("--analyse", metavar="JSON", nargs="+",
+                   help="print the analysis of earlier probes' JSON (several: one setting at several seeds, "
+                        "with the pairwise transfer's seed spread); train nothing")
     args = p.parse_args(argv)
 
     if args.analyse:
-        record = json.loads(Path(args.analyse).read_text())
-        analyse(record)
+        records = [json.loads(Path(f).read_text()) for f in args.analyse]
+        if len(records) == 1:
+            analyse(records[0])
+        else:
+            analyse_seeds(records)
         return 0
     if not args.out:
         p.error("--out is required (or --analyse JSON)")
