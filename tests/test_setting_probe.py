@@ -1,0 +1,69 @@
+"""benchmarks/setting_probe.py's analysis, on hand-made probe records (nothing is trained)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.setting_probe import _loss_scales, analyse, analyse_seeds  # noqa: E402
+
+NAMES = ["a", "b", "c"]
+
+
+def _record(seed: int, pair_ab: tuple[float, float], pair_bc: tuple[float, float]) -> dict:
+    """Singles at loss 1 (a), 2 (b), 4 (c); the pairs and the all-task network as given ratios."""
+    single = {"a": 1.0, "b": 2.0, "c": 4.0}
+    test = {t: {t: single[t]} for t in NAMES}
+    test["a+b"] = {"a": single["a"] * pair_ab[0], "b": single["b"] * pair_ab[1]}
+    test["b+c"] = {"b": single["b"] * pair_bc[0], "c": single["c"] * pair_bc[1]}
+    test["a+c"] = {"a": single["a"] * 1.01, "c": single["c"] * 1.02}
+    test["a+b+c"] = {"a": 1.0, "b": 2.2, "c": 4.8}  # relative 1, 1.1, 1.2
+    return {"settings": {"tasks": "a,b,c", "seed": seed}, "tasks": NAMES, "test": test,
+            "constant": {t: 10.0 for t in NAMES}, "train_seconds": 1.0}
+
+
+def test_one_probe_headroom_and_best_two_by_hand():
+    out = analyse(_record(0, (0.9, 0.95), (1.05, 1.1)))
+    # all-task mean relative (1 + 1.1 + 1.2) / 3 = 1.1; best per task a 0.9, b 0.95, c 1 -> 2.85 / 3 = 0.95
+    assert out["headroom"] == pytest.approx((1.1 - 0.95) / 1.1)
+    # best two networks covering a, b, c: {a+b, c}: (0.9 + 0.95 + 1) / 3 = 0.95
+    assert sorted(out["best_two"]) == ["a+b", "c"]
+    assert out["gain_two"] == pytest.approx((1.1 - 0.95) / 1.1)
+
+
+def test_seeds_give_the_transfer_spread_and_the_pair_checks():
+    # a+b: a -10, -11, -12 %, b -5, -6, -7 % (std 1: beyond 3x); b+c: b +5, +5, +5.5, c +1, +30, -20 (noise)
+    recs = [_record(s, (1 - d / 100, 1 - e / 100), (1 + f / 100, 1 + g / 100))
+            for s, (d, e, f, g) in enumerate([(10, 5, 5, 1), (11, 6, 5, 30), (12, 7, 5.5, -20)])]
+    out = analyse_seeds(recs)
+    ab = out["pairwise_transfer_percent"]["a"]["b"]
+    assert ab["mean"] == pytest.approx(-11.0) and ab["std"] == pytest.approx(1.0)
+    ba = out["pairwise_transfer_percent"]["b"]["a"]
+    assert ba["mean"] == pytest.approx(-6.0) and ba["std"] == pytest.approx(1.0)
+    cb = out["pairwise_transfer_percent"]["c"]["b"]
+    assert cb["mean"] == pytest.approx(np.mean([1, 30, -20]))
+    assert [h["pair"] for h in out["helps"]] == [["a", "b"]]
+    # a+c: +1 % and +2 % at every seed (no spread) hurts; b+c does not: b's +5 is steady, c's change is noise
+    assert [h["pair"] for h in out["hurts"]] == [["a", "c"]]
+    # best per task: a and b in a+b, c alone or in b+c (seed 2: -20 %)
+    assert out["headroom_percent"] == pytest.approx(
+        [100 * (1.1 - np.mean([1 - d / 100, 1 - e / 100, min(1, 1 + g / 100)])) / 1.1
+         for d, e, g in [(10, 5, 1), (11, 6, 30), (12, 7, -20)]])
+
+
+def test_seeds_of_different_settings_are_refused():
+    recs = [_record(0, (0.9, 0.9), (1, 1)), _record(1, (0.9, 0.9), (1, 1))]
+    recs[1]["settings"]["tasks"] = "a,b,c,d"
+    with pytest.raises(SystemExit, match="one setting"):
+        analyse_seeds(recs)
+
+
+def test_loss_scales():
+    assert _loss_scales("", None, None) == {}
+    assert _loss_scales("seg=0.5,depth=2", None, None) == {"seg": 0.5, "depth": 2.0}
