@@ -118,7 +118,15 @@ def resolve_strategy(strategy: str) -> str:
 
 
 def _stack(trees: Sequence[Any]) -> Any:
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+    """The members' parameter trees stacked on a new leading axis. Stacked in numpy, then put on
+    the device once: jnp.stack compiles a program per leaf shape and member count (on the CPU,
+    creating 6 members took 3.2 s with it, 1.65 s without)."""
+    def stack(*xs):
+        if any(isinstance(x, jax.core.Tracer) for x in xs):  # created inside a trace (eval_shape)
+            return jnp.stack(xs)
+        return jnp.asarray(np.stack([np.asarray(x) for x in xs]))
+
+    return jax.tree.map(stack, *trees)
 
 
 @dataclasses.dataclass

@@ -53,3 +53,43 @@ def test_bad_size_and_empty_task_list():
         encoder_channels(0.0)
     with pytest.raises(ValueError, match="at least one task"):
         MultiTaskNet((), rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 3, 32), (3, 3, 128, 128), (3, 3, 8, 28), (5, 7), (64, 1), (3, 3, 1, 1),
+                                   (4096, 1), (4097, 1)])
+def test_kernel_init_draws_flax_default_values(shape):
+    """The bucketed draw is Flax's LeCun-normal initialiser bit for bit, below, at and past a bucket's size."""
+    import jax
+    import numpy as np
+
+    from mtl.model import kernel_init
+
+    for seed in (0, 7):
+        key = jax.random.PRNGKey(seed)
+        want = nnx.initializers.lecun_normal()(key, shape, jnp.float32)
+        got = kernel_init(key, shape, jnp.float32)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_networks_initialise_as_with_flax_defaults(monkeypatch):
+    """Every parameter of full- and half-size networks (dense and image heads) equals what Flax's own
+    initialisers give the same network."""
+    import jax
+    import numpy as np
+
+    import mtl.model
+    from tasks.registry import Task, resolve_tasks
+
+    image = Task(name="attr", aliases=(), label="rgb", channels=3, decode=lambda y: y, loss=None, masked=False,
+                 stats=None, finalize=None, metric="error", higher_is_better=False, description="", kind="image")
+    cases = [(resolve_tasks("s,d,n,k,t"), 1.0), (resolve_tasks("d,n"), 0.5), ((*resolve_tasks("s"), image), 1.0)]
+    for tasks, size in cases:
+        ours = nnx.state(MultiTaskNet(tasks, size=size, rngs=nnx.Rngs(3)), nnx.Param)
+        with monkeypatch.context() as m:
+            m.setattr(mtl.model, "kernel_init", nnx.initializers.lecun_normal())
+            flax = nnx.state(MultiTaskNet(tasks, size=size, rngs=nnx.Rngs(3)), nnx.Param)
+        a, b = jax.tree.leaves(ours), jax.tree.leaves(flax)
+        assert len(a) == len(b) > 0
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
