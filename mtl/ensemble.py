@@ -170,14 +170,15 @@ class Ensemble:
         return cls(by_name, layout, cfg.size, enc_def, dec_defs, params)
 
     def member_params(self, params: Any, member: int) -> tuple[nnx.GraphDef, Any]:
-        """(graphdef, params) of member `member` as a stand-alone MultiTaskNet."""
+        """(graphdef, params) of member `member` as a stand-alone MultiTaskNet (`params`: the stacked
+        parameters, on the device or fetched to the host)."""
         names = self.layout.members[member]
         model = nnx.eval_shape(lambda: MultiTaskNet([self.tasks[t] for t in names], size=self.size,
                                                     rngs=nnx.Rngs(0)))
-        nnx.update(model.encoder, jax.tree.map(lambda a: a[member], params["encoder"]))
+        nnx.update(model.encoder, jax.tree.map(lambda a: jnp.asarray(a[member]), params["encoder"]))
         for t in names:
             pos = self.layout.position(member, t)
-            nnx.update(model.decoders[t], jax.tree.map(lambda a, p=pos: a[p], params["decoders"][t]))
+            nnx.update(model.decoders[t], jax.tree.map(lambda a, p=pos: jnp.asarray(a[p]), params["decoders"][t]))
         return nnx.split(model, nnx.Param)
 
     # -- the forward pass of all members ------------------------------------
@@ -555,9 +556,11 @@ def train_ensemble(
                       check=check, read=lambda chunk: np.stack(fetch(chunk)))
     params = fetch(loop.state["params"]) if mesh is not None else loop.state["params"]
     all_losses = loop.losses.reshape(-1, *ens.mask.shape)
+    # Members are sliced on the host: slicing device arrays compiles a program per leaf shape.
+    host = jax.device_get(params)
     results = []
     for k, names in enumerate(ens.layout.members):
-        graphdef, p = ens.member_params(params, k)
+        graphdef, p = ens.member_params(host, k)
         results.append(MemberResult(names, graphdef, p, _member_losses(all_losses, ens.layout, k),
                                     loop.seconds / len(members), loop.resumed_from))
     return results, ens, params
