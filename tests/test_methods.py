@@ -296,7 +296,7 @@ def test_another_setting_on_the_same_out_is_refused_naming_what_differs(tmp_path
 
 
 def test_the_report_shows_each_task_s_metric_in_the_networks_that_were_trained_in_full(tmp_path, no_training):
-    from grouping.report import format_markdown, format_table
+    from grouping.report_text import format_markdown, format_table
 
     names = TASKS[:3]
     metric = {"seg": "miou", "depth": "rmse_m", "normals": "mean_angle_deg"}
