@@ -127,7 +127,8 @@ def test_rescaling_one_task_s_loss_changes_no_corrected_choice_but_changes_tag_s
     from grouping.lookahead import column_normalised
     from grouping.methods.lookahead import calibrated_candidates
     from grouping.objective import get_objective
-    from grouping.selection import select_groups_tag, select_networks
+    from grouping.selection import select_networks
+    from grouping.selection_tag import select_groups_tag
 
     X, Y, p, pre = problem(3)
     names = ("a", "b", "c", "d")
