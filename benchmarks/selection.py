@@ -63,10 +63,9 @@ from grouping.selection import (  # noqa: E402
     Network,
     hoa_candidates,
     score,
-    select_groups_tag,
     select_networks,
-    tag_candidates,
 )
+from grouping.selection_tag import select_groups_tag, tag_candidates  # noqa: E402
 from grouping.tables import read_affinity, read_standley_table  # noqa: E402
 
 FIXTURES = REPO / "fixtures"  # the papers' released tables (fixtures/README.md)

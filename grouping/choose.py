@@ -50,14 +50,8 @@ from grouping.costs import CostTable
 from grouping.methods import Estimate
 from grouping.objective import DEFAULT_OBJECTIVE, Losses, Objective, change_percent, get_objective
 from grouping.runner import FULL_COST, FULL_SIZE, HALF_SIZE, NetSpec
-from grouping.selection import (
-    SINGLETON_SCORE,
-    Network,
-    network_label,
-    select_groups,
-    select_networks,
-    tag_candidates,
-)
+from grouping.selection import Network, network_label, select_groups, select_networks
+from grouping.selection_tag import SINGLETON_SCORE, tag_candidates
 
 __all__ = [
     "Baselines",

@@ -46,16 +46,8 @@ from grouping.methods import Estimate, Method, MethodSettings, get_method
 from grouping.methods.base import ESA_FRACTION, QUICK_FRACTION, SURROGATE_SAMPLES
 from grouping.selection import split_budgets
 from grouping.objective import DEFAULT_OBJECTIVE, Objective, get_objective
-from grouping.report import (
-    atomic_text,
-    build_report,
-    format_table,
-    format_timing,
-    git_commit,
-    run_settings,
-    settings_differences,
-    write_outputs,
-)
+from grouping.report import atomic_text, build_report, git_commit, run_settings, settings_differences, write_outputs
+from grouping.report_text import format_table, format_timing
 from grouping.runner import AFFINITY_EVERY, FULL_SIZE, DataSpec, NetSpec, Runner
 from grouping.store import STORE_NAME, ResultsStore, canonical_json
 

@@ -42,7 +42,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .selection import HALF_PREFIX, Network, SelectionError, affinity_matrix, network_label, subsets_by_size
+from .selection import HALF_PREFIX, Network, SelectionError, network_label, subsets_by_size
+from .selection_tag import affinity_matrix
 
 __all__ = [
     "DEFAULT_TASKS",

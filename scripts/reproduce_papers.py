@@ -49,7 +49,7 @@ def standley_curves(folder: Path, setting: str) -> dict:
 
 def tag_groupings(path: Path) -> list[dict]:
     """TAG's rule on each matrix the fixture lists groupings for, beside those groupings."""
-    from grouping.selection import select_groups_tag
+    from grouping.selection_tag import select_groups_tag
     from grouping.tables import read_affinity
 
     expected = json.loads(path.read_text())["tag_selection"]["expected"]

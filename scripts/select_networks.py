@@ -42,11 +42,10 @@ from grouping.selection import (  # noqa: E402
     hoa_candidates,
     minimum_budget,
     score,
-    score_tag,
-    select_groups_tag,
     select_networks,
     split_budgets,
 )
+from grouping.selection_tag import score_tag, select_groups_tag  # noqa: E402
 from grouping.objective import get_objective  # noqa: E402
 from grouping.tables import parse_budgets, read_affinity, read_loss_table  # noqa: E402
 

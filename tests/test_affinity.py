@@ -9,7 +9,6 @@ import pytest
 from flax import nnx
 
 from grouping.affinity import (
-    SplitLoss,
     accumulate,
     affinity_and_cosine,
     gradient_cosine,
@@ -22,13 +21,12 @@ from grouping.affinity import (
     summarise,
     to_tag_matrix,
 )
+from tests.linear_model import B, D, MASK, f32, hand_grads, hand_losses, linear_loss, linear_split_loss
 
 # ---------------------------------------------------------------------------
-# A linear multi-task model: shared w in R^d, scalar heads a_t,
-# L_t = mean((a_t * (X w) - y_t)^2).
+# The linear multi-task model of tests/linear_model.py, with 3 tasks.
 
-B, D, N = 16, 5, 3
-MASK = {"w": True, "a": False}
+N = 3
 
 
 def linear_problem(seed=0, a=None, y=None, w=None):
@@ -40,40 +38,6 @@ def linear_problem(seed=0, a=None, y=None, w=None):
     }
     Y = rng.normal(size=(N, B)) if y is None else np.asarray(y, float)
     return X, Y, params
-
-
-def linear_loss(X, Y):
-    X, Y = jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32)
-
-    def loss_fn(p):
-        h = X @ p["w"]
-        return jnp.mean((p["a"][:, None] * h[None, :] - Y) ** 2, axis=1)
-
-    return loss_fn
-
-
-def linear_split_loss(X, Y):
-    X, Y = jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32)
-    return SplitLoss(
-        features=lambda p: X @ p["w"],
-        heads=lambda p, hs: jnp.mean((p["a"][:, None] * hs - Y) ** 2, axis=1),
-        n_tasks=Y.shape[0],
-    )
-
-
-def f32(params):
-    return jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), params)
-
-
-def hand_grads(X, Y, p):
-    """Per-task gradients of L_t with respect to w, written out (float64)."""
-    h = X @ p["w"]
-    return np.stack([2.0 / B * p["a"][t] * X.T @ (p["a"][t] * h - Y[t]) for t in range(len(Y))])
-
-
-def hand_losses(X, Y, w, a):
-    h = X @ w
-    return np.array([np.mean((a[t] * h - Y[t]) ** 2) for t in range(len(Y))])
 
 
 def hand_affinity(X, Y, p, lr):

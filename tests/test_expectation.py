@@ -119,7 +119,7 @@ def test_a_method_without_predictions_says_so_and_draws_its_score(stand_ins):
     curve = report["curve"]
     assert curve["budgets"] == [1.0, 1.5, 2.0, 2.5, 3.0] and curve["asked"] == [True, False, True, False, False]
     assert all(v is None for v in curve["method"]) and all(v is not None for v in curve["tag_score"])
-    from grouping.report import format_table
+    from grouping.report_text import format_table
 
     table = format_table(report)
     assert "budget 2 [full-size networks, nominal]: tag predicts no losses, so no expected mean relative loss (its TAG score: " in table

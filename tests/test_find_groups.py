@@ -11,13 +11,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.interrupt import run_until_killed
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "find_groups.py"
@@ -158,24 +158,14 @@ def test_a_rerun_trains_nothing(reference, env, monkeypatch, capsys):
 def test_a_run_killed_mid_training_resumes_to_the_same_report(reference, env, tmp_path):
     ref_out, _ = reference
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *TINY, "--out", str(out)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seen = None
-    deadline = time.monotonic() + 240
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            # Kill as soon as the first network (or ensemble) has saved its step-10 checkpoint.
-            ckpts = out / "checkpoints"
-            found = [*ckpts.glob("*/10"), *ckpts.glob("*/chunk-*/10")] if ckpts.is_dir() else []
-            if found:
-                seen = found[0].relative_to(ckpts).parts[0]
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+
+    def network():  # killed as soon as the first network (or ensemble) has saved its step-10 checkpoint
+        ckpts = out / "checkpoints"
+        found = [*ckpts.glob("*/10"), *ckpts.glob("*/chunk-*/10")] if ckpts.is_dir() else []
+        return found[0].relative_to(ckpts).parts[0] if found else None
+
+    seen = run_until_killed([sys.executable, str(SCRIPT), *TINY, "--out", str(out)], network, cwd=REPO, env=env,
+                            seconds=240)
     assert seen is not None, "the run ended before it could be killed"
 
     from grouping.store import ResultsStore

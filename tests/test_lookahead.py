@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from grouping.affinity import SplitLoss, lookahead_affinity
+from grouping.affinity import lookahead_affinity
 from grouping.lookahead import (
     LookaheadResult,
     accumulate,
@@ -18,10 +18,11 @@ from grouping.lookahead import (
     lookahead,
     summarise,
 )
+from tests.linear_model import B, D, MASK, f32, hand_grads, hand_losses, linear_loss, linear_split_loss
 
-# Shared w in R^d, scalar heads a_t, L_t = s_t * mean((a_t * (X w) - y_t)^2), s_t a loss scale.
-B, D, N = 16, 5, 4
-MASK = {"w": True, "a": False}
+# The linear multi-task model of tests/linear_model.py, with 4 tasks (each with its own offset), a loss
+# scale s_t where a test gives one, and a positive diagonal preconditioner P.
+N = 4
 
 
 def problem(seed=0):
@@ -31,30 +32,6 @@ def problem(seed=0):
     params = {"w": rng.normal(size=D) * 0.5, "a": rng.uniform(0.5, 1.5, size=N)}
     pre = {"w": rng.uniform(0.2, 5.0, size=D), "a": rng.uniform(0.2, 5.0, size=N)}  # a positive diagonal P
     return X, Y, params, pre
-
-
-def loss_fn(X, Y, scale=None):
-    X, Y = jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32)
-    s = jnp.ones(Y.shape[0]) if scale is None else jnp.asarray(scale, jnp.float32)
-
-    def f(p):
-        return s * jnp.mean((p["a"][:, None] * (X @ p["w"])[None, :] - Y) ** 2, axis=1)
-
-    return f
-
-
-def f32(tree):
-    return jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), tree)
-
-
-def hand_losses(X, Y, w, a):
-    h = X @ w
-    return np.array([np.mean((a[t] * h - Y[t]) ** 2) for t in range(len(Y))])
-
-
-def hand_grads(X, Y, p):
-    h = X @ p["w"]
-    return np.stack([2.0 / B * p["a"][t] * X.T @ (p["a"][t] * h - Y[t]) for t in range(len(Y))])
 
 
 def hand_lookahead(X, Y, p, pre, length):
@@ -75,7 +52,7 @@ LENGTH = 0.1
 @pytest.mark.parametrize("preconditioned", [True, False])
 def test_lookahead_matches_the_hand_computation(preconditioned):
     X, Y, p, pre = problem()
-    r = lookahead(loss_fn(X, Y), f32(p), MASK, LENGTH, f32(pre) if preconditioned else None)
+    r = lookahead(linear_loss(X, Y), f32(p), MASK, LENGTH, f32(pre) if preconditioned else None)
     z, inner, gram = hand_lookahead(X, Y, p, pre if preconditioned else None, LENGTH)
     assert np.abs(z).max() > 1e-2 and np.all(np.diag(z) > 0)
     np.testing.assert_allclose(np.asarray(r.lookahead), z, rtol=2e-4, atol=1e-6)
@@ -83,16 +60,15 @@ def test_lookahead_matches_the_hand_computation(preconditioned):
     np.testing.assert_allclose(np.asarray(r.inner), inner, rtol=1e-5, atol=1e-6 * np.abs(inner).max())
     np.testing.assert_allclose(np.asarray(r.gram), gram, rtol=1e-5, atol=1e-6 * np.abs(gram).max())
     np.testing.assert_allclose(np.asarray(r.losses), hand_losses(X, Y, p["w"], p["a"]), rtol=1e-5)
-    want = jax.grad(lambda q: loss_fn(X, Y)(q).sum())(f32(p))  # the training gradient: the sum of the tasks'
+    want = jax.grad(lambda q: linear_loss(X, Y)(q).sum())(f32(p))  # the training gradient: the sum of the tasks'
     for k in want:
         np.testing.assert_allclose(np.asarray(r.grad[k]), np.asarray(want[k]), rtol=1e-5, atol=1e-7)
 
 
 def test_a_split_loss_gives_the_same_numbers():
     X, Y, p, pre = problem(1)
-    Xj, Yj = jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32)
-    split = SplitLoss(lambda q: Xj @ q["w"], lambda q, hs: jnp.mean((q["a"][:, None] * hs - Yj) ** 2, axis=1), N)
-    a = lookahead(loss_fn(X, Y), f32(p), MASK, LENGTH, f32(pre))
+    split = linear_split_loss(X, Y)
+    a = lookahead(linear_loss(X, Y), f32(p), MASK, LENGTH, f32(pre))
     b = lookahead(split, f32(p), MASK, LENGTH, f32(pre))
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
@@ -105,7 +81,7 @@ def test_adam_preconditioner_is_what_the_real_adamw_step_divides_by():
     lr, wd = 0.01, 1e-4
     tx = optax.adamw(lr, weight_decay=wd)
     state = tx.init(params)
-    f = loss_fn(X, Y)
+    f = linear_loss(X, Y)
     for k in range(1, 4):
         g = jax.grad(lambda q: f(q).sum())(params)
         updates, state = tx.update(g, state, params)
@@ -127,13 +103,14 @@ def test_rescaling_one_task_s_loss_changes_no_corrected_choice_but_changes_tag_s
     from grouping.lookahead import column_normalised
     from grouping.methods.lookahead import calibrated_candidates
     from grouping.objective import get_objective
-    from grouping.selection import select_groups_tag, select_networks
+    from grouping.selection import select_networks
+    from grouping.selection_tag import select_groups_tag
 
     X, Y, p, pre = problem(3)
     names = ("a", "b", "c", "d")
     scale = np.array([1000.0, 1.0, 1.0, 1.0])
-    plain = lookahead(loss_fn(X, Y), f32(p), MASK, LENGTH, f32(pre))
-    scaled = lookahead(loss_fn(X, Y, scale), f32(p), MASK, LENGTH, f32(pre))
+    plain = lookahead(linear_loss(X, Y), f32(p), MASK, LENGTH, f32(pre))
+    scaled = lookahead(linear_loss(X, Y, scale), f32(p), MASK, LENGTH, f32(pre))
     np.testing.assert_allclose(np.asarray(scaled.lookahead), np.asarray(plain.lookahead), rtol=1e-4, atol=1e-6)
 
     # The method's table from each: references and the all-task losses scale with the loss too.
@@ -155,8 +132,8 @@ def test_rescaling_one_task_s_loss_changes_no_corrected_choice_but_changes_tag_s
     assert choice(plain.lookahead, np.ones(N)) == choice(scaled.lookahead, scale)
 
     lr = 0.05
-    tag = np.asarray(lookahead_affinity(loss_fn(X, Y), f32(p), MASK, lr, divide_by_lr=True))
-    tag_scaled = np.asarray(lookahead_affinity(loss_fn(X, Y, scale), f32(p), MASK, lr, divide_by_lr=True))
+    tag = np.asarray(lookahead_affinity(linear_loss(X, Y), f32(p), MASK, lr, divide_by_lr=True))
+    tag_scaled = np.asarray(lookahead_affinity(linear_loss(X, Y, scale), f32(p), MASK, lr, divide_by_lr=True))
     assert not np.allclose(tag_scaled[0], tag[0], rtol=0.1)  # the scaled source dominates its row
     np.testing.assert_allclose(tag_scaled[1:], tag[1:], rtol=1e-4, atol=1e-5)  # the other rows stay
     groups = [sorted(nw.label for nw in s.networks) for s in select_groups_tag((names, tag.T), [2, 3])]

@@ -22,7 +22,8 @@ from grouping.find_groups import VERIFY_RANDOM_SAMPLES, Options, find_groups, se
 from grouping.methods import MethodSettings, get_method, method_names
 from grouping.objective import get_objective
 from grouping.runner import DataSpec, NetSpec, candidate_specs
-from grouping.selection import InfeasibleBudgetError, SINGLETON_SCORE, network_label, subsets_by_size
+from grouping.selection import InfeasibleBudgetError, network_label, subsets_by_size
+from grouping.selection_tag import SINGLETON_SCORE
 from grouping.store import ResultsStore
 
 TASKS = ("seg", "depth", "normals", "edges")
@@ -296,7 +297,7 @@ def test_another_setting_on_the_same_out_is_refused_naming_what_differs(tmp_path
 
 
 def test_the_report_shows_each_task_s_metric_in_the_networks_that_were_trained_in_full(tmp_path, no_training):
-    from grouping.report import format_markdown, format_table
+    from grouping.report_text import format_markdown, format_table
 
     names = TASKS[:3]
     metric = {"seg": "miou", "depth": "rmse_m", "normals": "mean_angle_deg"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import tasks.datasets
 import tasks.scenes
 from grouping import find_groups as _find_groups  # noqa: F401  (the same: train.py and find_groups import it)
 from mtl import cli
+from tests.interrupt import run_until_killed
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -158,23 +158,14 @@ def test_the_same_train_command_resumes_where_it_was_killed(env, tmp_path):
 
     work = tmp_path / "work"
     work.mkdir()
+
+    def run_dir():  # killed as soon as its step-10 checkpoint is written
+        found = list(work.glob("runs/*/checkpoint/10"))
+        return found[0].parents[1] if found else None
+
     with open(tmp_path / "killed.err", "w") as err:
-        proc = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), *TINY], cwd=work, env=env,
-                                stdout=subprocess.DEVNULL, stderr=err)
-        seen = None
-        deadline = time.monotonic() + 300
-        try:
-            while proc.poll() is None and time.monotonic() < deadline:
-                found = list(work.glob("runs/*/checkpoint/10"))
-                if found:  # killed as soon as its step-10 checkpoint is written
-                    seen = found[0].parents[1]
-                    proc.send_signal(signal.SIGKILL)
-                    break
-                time.sleep(0.02)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+        seen = run_until_killed([sys.executable, str(SCRIPTS / "train.py"), *TINY], run_dir, cwd=work, env=env,
+                                seconds=300, stderr=err)
     assert seen is not None, "the run ended before it could be killed"
     first = (tmp_path / "killed.err").read_text().splitlines()[0]
     assert first == f"run directory {seen.relative_to(work)} (rerun the same command to resume from its checkpoints)"

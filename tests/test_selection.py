@@ -23,13 +23,11 @@ from grouping.selection import (
     hoa_candidates,
     minimum_budget,
     score,
-    score_tag,
-    select_groups_tag,
     select_networks,
     standley_candidates,
     subsets_by_size,
-    tag_candidates,
 )
+from grouping.selection_tag import score_tag, select_groups_tag, tag_candidates
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # the papers' released tables
 SOLVERS = ("dp", "mip")

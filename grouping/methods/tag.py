@@ -5,7 +5,7 @@
 ``cs``   the same run's averaged cosine similarity of the per-task encoder
          gradients (TAG's baseline).
 
-Both group by TAG's rule (`grouping.selection.select_groups_tag`): a budget
+Both group by TAG's rule (`grouping.selection_tag.select_groups_tag`): a budget
 b buys ``k = floor(b)`` full-size networks (cost 1 each); half-size singles
 are not used. The chosen groups map onto candidate networks (each group =
 one full-size network of its tasks, a task served by the group where its
