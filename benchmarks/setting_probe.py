@@ -105,7 +105,14 @@ def _loss_scales(spec: str, tasks, train_split) -> dict[str, float]:
         from grouping.setting_checks import constant_losses
 
         return constant_losses(tasks, train_split)
-    return {k: float(v) for k, v in (kv.split("=") for kv in spec.split(","))}
+    pairs = [kv.split("=") for kv in spec.split(",")]
+    try:
+        scales = {k.strip(): float(v) for k, v in pairs}
+    except ValueError:
+        raise SystemExit(f"--weights: expected 'constant' or 'task=divisor,...' (e.g. seg=0.5,depth=0.2), got {spec!r}")
+    if any(v <= 0 for v in scales.values()):
+        raise SystemExit(f"--weights: every divisor must be positive, got {spec!r}")
+    return scales
 
 
 def analyse(record: dict) -> dict:

@@ -67,3 +67,6 @@ def test_seeds_of_different_settings_are_refused():
 def test_loss_scales():
     assert _loss_scales("", None, None) == {}
     assert _loss_scales("seg=0.5,depth=2", None, None) == {"seg": 0.5, "depth": 2.0}
+    for bad in ("seg", "seg=x", "seg=0"):
+        with pytest.raises(SystemExit, match="--weights"):
+            _loss_scales(bad, None, None)
