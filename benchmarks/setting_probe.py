@@ -68,6 +68,10 @@ def train(args) -> dict:
         members = [(t,) for t in tasks] + ([] if args.no_pairs else list(itertools.combinations(tasks, 2)))
         members.append(tuple(tasks))
     scale = _loss_scales(args.weights, tasks, splits["train"])
+    unknown = set(scale) - {t.name for t in tasks}
+    if unknown:
+        raise SystemExit(f"--weights names tasks not in --tasks: {sorted(unknown)}")
+    scale = {t.name: scale.get(t.name, 1.0) for t in tasks} if scale else {}
     if scale:  # train on loss / scale; the record keeps the registry's units
         import dataclasses
 
