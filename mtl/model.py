@@ -86,7 +86,15 @@ def kernel_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32, out_sha
     draw = _truncated_normal_draw(key, bucket)
     if isinstance(draw, jax.core.Tracer):  # built inside a trace (eval_shape, jit): the same product in jnp
         return draw[:n].reshape(shape) * stddev
-    return jnp.asarray(np.asarray(draw)[:n].reshape(shape) * np.asarray(stddev))
+    return jax.device_put(np.asarray(draw)[:n].reshape(shape) * np.asarray(stddev))  # jnp.asarray would compile
+
+
+def bias_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32, out_sharding=None) -> jax.Array:
+    """Flax's default bias initialiser (zeros), made on the host and put on the device: jnp.zeros
+    compiles a program per bias shape."""
+    if out_sharding is not None:
+        return nnx.initializers.zeros(key, shape, dtype, out_sharding=out_sharding)
+    return jax.device_put(np.zeros(tuple(int(d) for d in shape), jnp.dtype(dtype)))
 
 
 class ResolutionError(ValueError):
@@ -127,10 +135,11 @@ class Encoder(nnx.Module):
         chans = encoder_channels(size)
         ins = (3,) + chans[:-1]
         self.down = nnx.List(
-            [nnx.Conv(i, o, (3, 3), strides=2, dtype=dtype, kernel_init=kernel_init, rngs=rngs)
-             for i, o in zip(ins, chans)]
+            [nnx.Conv(i, o, (3, 3), strides=2, dtype=dtype, kernel_init=kernel_init, bias_init=bias_init,
+                      rngs=rngs) for i, o in zip(ins, chans)]
         )
-        self.bottleneck = nnx.Conv(chans[-1], chans[-1], (3, 3), dtype=dtype, kernel_init=kernel_init, rngs=rngs)
+        self.bottleneck = nnx.Conv(chans[-1], chans[-1], (3, 3), dtype=dtype, kernel_init=kernel_init,
+                                   bias_init=bias_init, rngs=rngs)
         self.out_channels = chans[-1]
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -143,13 +152,13 @@ class Decoder(nnx.Module):
     def __init__(self, in_channels: int, out_channels: int, *, dtype, rngs: nnx.Rngs):
         ins = (in_channels,) + DECODER_CHANNELS[:-1]
         self.up = nnx.List(
-            [nnx.Conv(i, 4 * o, (3, 3), dtype=dtype, kernel_init=kernel_init, rngs=rngs)
+            [nnx.Conv(i, 4 * o, (3, 3), dtype=dtype, kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)
              for i, o in zip(ins, DECODER_CHANNELS)]
         )
         # The last 2x upsampling is the head itself: a sub-pixel convolution at
         # half resolution, so no convolution runs at full resolution.
         self.head = nnx.Conv(DECODER_CHANNELS[-1], 4 * out_channels, (3, 3), dtype=dtype, kernel_init=kernel_init,
-                             rngs=rngs)
+                             bias_init=bias_init, rngs=rngs)
 
     def __call__(self, z: jax.Array) -> jax.Array:
         for conv in self.up:
@@ -162,7 +171,8 @@ class ImageHead(nnx.Module):
     features, then one linear layer -> (B, out_channels) logits."""
 
     def __init__(self, in_channels: int, out_channels: int, *, dtype, rngs: nnx.Rngs):
-        self.linear = nnx.Linear(in_channels, out_channels, dtype=dtype, kernel_init=kernel_init, rngs=rngs)
+        self.linear = nnx.Linear(in_channels, out_channels, dtype=dtype, kernel_init=kernel_init, bias_init=bias_init,
+                                 rngs=rngs)
 
     def __call__(self, z: jax.Array) -> jax.Array:
         return self.linear(z.mean(axis=(1, 2))).astype(jnp.float32)
