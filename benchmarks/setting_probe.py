@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -58,6 +59,8 @@ def train(args) -> dict:
         x = _blur5(data[m].astype(np.float32))
         x /= np.maximum(x.reshape(len(x), -1).max(1), 1e-30)[:, None, None]
         data[m] = np.rint(x * 65535).astype(np.uint16)
+    for spec in filter(None, args.holes.split(",")):
+        _punch_holes(data, *spec.split("="))
     bounds = np.cumsum([0] + counts)
     splits = {s: {k: v[bounds[i]:bounds[i + 1]] for k, v in data.items()}
               for i, s in enumerate(("train", "validation", "test"))}
@@ -89,6 +92,35 @@ def train(args) -> dict:
             "tasks": [t.name for t in tasks], "test": test,
             "constant": constant_losses(tasks, splits["test"]),
             "render_seconds": render_s, "train_seconds": train_s}
+
+
+#: What an unlabelled pixel holds, per label modality `--holes` may punch.
+_HOLE_VALUES = {"segment_semantic": 0, "depth_zbuffer": None}
+
+
+def _punch_holes(data: dict, modality: str, fraction: str) -> None:
+    """Unlabels `fraction` of every image's pixels of `modality`, in smooth blobs (a 4x4 grid of
+    uniform draws, upsampled and blurred, below its per-image quantile; independent per modality): seg gets void (0, ignored by
+    its loss), depth DEPTH_INVALID (which also masks every task that uses the validity mask)."""
+    from tasks.registry import DEPTH_INVALID
+    from tasks.scenes import _blur5
+
+    if modality not in _HOLE_VALUES:
+        raise SystemExit(f"--holes: modality must be one of {sorted(_HOLE_VALUES)}, got {modality!r}")
+    try:
+        frac = float(fraction)
+    except ValueError:
+        frac = -1.0
+    if not 0 < frac < 1:
+        raise SystemExit(f"--holes: the fraction for {modality} must be a number in (0, 1), got {fraction!r}")
+    labels = data[modality]
+    n, r = labels.shape[:2]
+    rng = np.random.default_rng([7, r, n, sorted(_HOLE_VALUES).index(modality)])  # each modality its own blobs
+    field = np.kron(rng.random((n, 4, 4)), np.ones((r // 4, r // 4)))
+    for _ in range(max(1, r // 16)):
+        field = _blur5(field.astype(np.float32))
+    holes = field < np.quantile(field.reshape(n, -1), frac, axis=1)[:, None, None]
+    labels[holes] = DEPTH_INVALID if _HOLE_VALUES[modality] is None else _HOLE_VALUES[modality]
 
 
 def _machine() -> str:
@@ -190,6 +222,8 @@ def main(argv=None) -> int:
     p.add_argument("--encoder", default=None, help="encoder channels at size 1, e.g. 32,64,128 (mtl.model)")
     p.add_argument("--decoder", default=None, help="decoder channels, e.g. 32,16 (mtl.model)")
     p.add_argument("--blur", default="", help="label modalities to spread by a 5x5 binomial blur, e.g. edge_texture")
+    p.add_argument("--holes", default="", help="unlabel a fraction of every image's pixels in blobs, e.g. "
+                   "segment_semantic=0.5 (seg: void; depth_zbuffer: invalid, which masks normals too)")
     p.add_argument("--weights", default="", help="divide each task's training loss: 'constant' (by its best "
                    "constant prediction's loss on the training split) or 'seg=0.5,depth=0.2,...'")
     p.add_argument("--all-subsets", action="store_true", help="every subset network, not only pairs")
@@ -211,7 +245,7 @@ def main(argv=None) -> int:
         p.error("--out is required (or --analyse JSON)")
     record = train(args)
     record.update(analyse(record))
-    record.update(what=args.what, reproduce=" ".join(["python", "benchmarks/setting_probe.py", *(argv or sys.argv[1:])]),
+    record.update(what=args.what, reproduce=shlex.join(["python", "benchmarks/setting_probe.py", *(argv or sys.argv[1:])]),
                   device=_machine())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -70,3 +70,29 @@ def test_loss_scales():
     for bad in ("seg", "seg=x", "seg=0"):
         with pytest.raises(SystemExit, match="--weights"):
             _loss_scales(bad, None, None)
+
+
+def test_holes_unlabel_the_asked_fraction_in_blobs_per_modality():
+    from benchmarks.setting_probe import _punch_holes
+    from tasks.registry import DEPTH_INVALID
+
+    rng = np.random.default_rng(0)
+    data = {"segment_semantic": rng.integers(1, 8, (6, 32, 32)).astype(np.uint8),
+            "depth_zbuffer": rng.integers(100, 5000, (6, 32, 32)).astype(np.uint16)}
+    before = {k: v.copy() for k, v in data.items()}
+    _punch_holes(data, "segment_semantic", "0.75")
+    _punch_holes(data, "depth_zbuffer", "0.5")
+    seg_holes, depth_holes = data["segment_semantic"] == 0, data["depth_zbuffer"] == DEPTH_INVALID
+    # every image loses the asked share of its 1,024 pixels (the quantile: ties aside, exactly)
+    assert np.all(np.abs(seg_holes.mean(axis=(1, 2)) - 0.75) <= 2 / 1024)
+    assert np.all(np.abs(depth_holes.mean(axis=(1, 2)) - 0.5) <= 2 / 1024)
+    # labelled pixels keep their labels; the two modalities' holes are drawn apart
+    np.testing.assert_array_equal(data["segment_semantic"][~seg_holes], before["segment_semantic"][~seg_holes])
+    np.testing.assert_array_equal(data["depth_zbuffer"][~depth_holes], before["depth_zbuffer"][~depth_holes])
+    assert (seg_holes & ~depth_holes).any() and (depth_holes & ~seg_holes).any()
+    # blobs, not salt and pepper: most hole pixels have a hole to their right
+    right = seg_holes[:, :, :-1] & seg_holes[:, :, 1:]
+    assert right.sum() / seg_holes[:, :, :-1].sum() > 0.9
+    for bad in (("rgb", "0.5"), ("segment_semantic", "1.5"), ("segment_semantic", "half")):
+        with pytest.raises(SystemExit, match="--holes"):
+            _punch_holes(data, *bad)
