@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""What creating networks costs from cold: `mtl.model.kernel_init` against Flax's own initialiser.
+"""What creating networks costs from cold: `mtl.model.kernel_init` and `bias_init` against Flax's own
+initialisers.
 
     python benchmarks/init_cost.py [--out benchmarks/results/init_cost.json]
 
@@ -33,6 +34,7 @@ def measure(flax_init: bool, part: str) -> dict[str, float]:
 
     if flax_init:
         mtl.model.kernel_init = nnx.initializers.lecun_normal()
+        mtl.model.bias_init = nnx.initializers.zeros_init()
     tasks = resolve_tasks("s,d,n,k,t")
     out = {}
 
