@@ -64,6 +64,8 @@ def train(args) -> dict:
     bounds = np.cumsum([0] + counts)
     splits = {s: {k: v[bounds[i]:bounds[i + 1]] for k, v in data.items()}
               for i, s in enumerate(("train", "validation", "test"))}
+    if args.annotated < 1 or args.annotated_apart:
+        _unannotate(splits["train"], args.annotated, args.annotated_apart)
     render_s = time.perf_counter() - t0
     if args.all_subsets:
         members = [m for k in range(1, len(tasks) + 1) for m in itertools.combinations(tasks, k)]
@@ -121,6 +123,27 @@ def _punch_holes(data: dict, modality: str, fraction: str) -> None:
         field = _blur5(field.astype(np.float32))
     holes = field < np.quantile(field.reshape(n, -1), frac, axis=1)[:, None, None]
     labels[holes] = DEPTH_INVALID if _HOLE_VALUES[modality] is None else _HOLE_VALUES[modality]
+
+
+def _unannotate(train: dict, fraction: float, apart: bool = False) -> None:
+    """Keeps seg and depth labels on a random `fraction` of the training images (the annotated ones;
+    depth's absence also unlabels normals, through the validity mask) and removes them from the rest,
+    as when annotation is costly; labels computed from the image itself (edges, keypoints) stay on
+    every image. With `apart`, seg and depth are annotated on two disjoint shares (as when the two
+    labels come from different sources). Validation and test stay fully labelled."""
+    from tasks.registry import DEPTH_INVALID
+
+    if not 0 < fraction <= (0.5 if apart else 1):
+        raise SystemExit(f"--annotated must be in (0, {0.5 if apart else 1}]"
+                         f"{' with --annotated-apart' if apart else ''}, got {fraction}")
+    n = len(train["rgb"])
+    k = max(1, round(fraction * n))
+    order = np.random.default_rng([11, n]).permutation(n)
+    for m, value, share in (("segment_semantic", 0, order[:k]),
+                            ("depth_zbuffer", DEPTH_INVALID, order[k:2 * k] if apart else order[:k])):
+        keep = np.zeros(n, bool)
+        keep[share] = True
+        train[m][~keep] = value
 
 
 def _machine() -> str:
@@ -224,6 +247,10 @@ def main(argv=None) -> int:
     p.add_argument("--blur", default="", help="label modalities to spread by a 5x5 binomial blur, e.g. edge_texture")
     p.add_argument("--holes", default="", help="unlabel a fraction of every image's pixels in blobs, e.g. "
                    "segment_semantic=0.5 (seg: void; depth_zbuffer: invalid, which masks normals too)")
+    p.add_argument("--annotated", type=float, default=1.0, help="share of the training images that keep their "
+                   "seg and depth labels (the rest lose them; edges and keypoints stay everywhere)")
+    p.add_argument("--annotated-apart", action="store_true", help="with --annotated: seg and depth on two "
+                   "disjoint shares of the training images")
     p.add_argument("--weights", default="", help="divide each task's training loss: 'constant' (by its best "
                    "constant prediction's loss on the training split) or 'seg=0.5,depth=0.2,...'")
     p.add_argument("--all-subsets", action="store_true", help="every subset network, not only pairs")

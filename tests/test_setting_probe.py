@@ -96,3 +96,39 @@ def test_holes_unlabel_the_asked_fraction_in_blobs_per_modality():
     for bad in (("rgb", "0.5"), ("segment_semantic", "1.5"), ("segment_semantic", "half")):
         with pytest.raises(SystemExit, match="--holes"):
             _punch_holes(data, *bad)
+
+
+def test_annotated_keeps_seg_and_depth_on_the_asked_share_of_training_images():
+    from benchmarks.setting_probe import _unannotate
+    from tasks.registry import DEPTH_INVALID
+
+    rng = np.random.default_rng(1)
+    train = {"rgb": rng.integers(0, 255, (40, 32, 32, 3)).astype(np.uint8),
+             "segment_semantic": rng.integers(1, 8, (40, 32, 32)).astype(np.uint8),
+             "depth_zbuffer": rng.integers(100, 5000, (40, 32, 32)).astype(np.uint16),
+             "edge_texture": rng.integers(0, 65535, (40, 32, 32)).astype(np.uint16)}
+    before = {k: v.copy() for k, v in train.items()}
+    _unannotate(train, 0.25)
+    seg_kept = (train["segment_semantic"] != 0).all(axis=(1, 2))
+    depth_kept = (train["depth_zbuffer"] != DEPTH_INVALID).all(axis=(1, 2))
+    assert seg_kept.sum() == 10 and np.array_equal(seg_kept, depth_kept)  # the same annotated images
+    assert (train["segment_semantic"][~seg_kept] == 0).all() and (train["depth_zbuffer"][~seg_kept] == DEPTH_INVALID).all()
+    np.testing.assert_array_equal(train["segment_semantic"][seg_kept], before["segment_semantic"][seg_kept])
+    for m in ("rgb", "edge_texture"):  # labels computed from the image stay everywhere
+        np.testing.assert_array_equal(train[m], before[m])
+    with pytest.raises(SystemExit, match="--annotated"):
+        _unannotate(train, 0.0)
+
+
+def test_annotated_apart_gives_seg_and_depth_disjoint_images():
+    from benchmarks.setting_probe import _unannotate
+    from tasks.registry import DEPTH_INVALID
+
+    train = {"rgb": np.zeros((40, 32, 32, 3), np.uint8), "segment_semantic": np.ones((40, 32, 32), np.uint8),
+             "depth_zbuffer": np.full((40, 32, 32), 1000, np.uint16)}
+    _unannotate(train, 0.25, apart=True)
+    seg_kept = (train["segment_semantic"] != 0).all(axis=(1, 2))
+    depth_kept = (train["depth_zbuffer"] != DEPTH_INVALID).all(axis=(1, 2))
+    assert seg_kept.sum() == depth_kept.sum() == 10 and not (seg_kept & depth_kept).any()
+    with pytest.raises(SystemExit, match="--annotated-apart"):
+        _unannotate(train, 0.6, apart=True)
