@@ -19,7 +19,7 @@ the JSON is rewritten after every part, so a run cut short keeps what it had):
    steps, budget 2) from cold, data included: the command's own path. Where
    tensorflow-datasets and array_record are not installed (a plain GPU image
    with jax and PyTorch), that path renders the scenes in memory
-   (grouping.runner.DataSpec: the same arrays and store keys), and the JSON says so.
+   (grouping.dataspec.DataSpec: the same arrays and store keys), and the JSON says so.
 5. ``ground_truth_slice``: the ground truth's 36 networks (5 tasks) at
    128x128 for a short schedule, as ensembles with evaluation, and the
    network-steps per second that projects the full study from.
@@ -253,9 +253,9 @@ def part_mfu(s: Sizes, peak: float | None) -> dict:
 def part_find_groups(s: Sizes, use_tfds: bool) -> dict:
     """The find_groups command's path (scripts/find_groups.py --tasks ... --budget 2) from a cold
     data cache. Without tensorflow-datasets the scenes are rendered in memory by the same path
-    (grouping.runner.DataSpec), the same arrays."""
+    (grouping.dataspec.DataSpec), the same arrays."""
     from grouping.find_groups import DEFAULT_METHOD, Options, find_groups
-    from grouping.runner import DataSpec
+    from grouping.dataspec import DataSpec
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -54,7 +54,8 @@ sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 
 from grouping.methods import QUICK_FRACTION, SURROGATE_SAMPLES, MethodSettings, get_method, method_names  # noqa: E402
-from grouping.runner import DataSpec, Runner  # noqa: E402
+from grouping.dataspec import DataSpec  # noqa: E402
+from grouping.runner import Runner  # noqa: E402
 from grouping.store import ResultsStore  # noqa: E402
 from mtl import runtime  # noqa: E402
 from mtl.cli import parse_counts  # noqa: E402

@@ -32,7 +32,8 @@ QUARTER = 0.25
 def main(argv=None) -> int:
     from grouping import costs as K
     from grouping.objective import get_objective
-    from grouping.runner import DataSpec, NetSpec, Runner
+    from grouping.dataspec import DataSpec
+    from grouping.runner import NetSpec, Runner
     from grouping.selection import Network, minimum_budget, select_networks
     from grouping.store import ResultsStore
     from mtl.train import TrainConfig

@@ -48,7 +48,8 @@ from grouping.selection import split_budgets
 from grouping.objective import DEFAULT_OBJECTIVE, Objective, get_objective
 from grouping.report import atomic_text, build_report, git_commit, run_settings, settings_differences, write_outputs
 from grouping.report_text import format_table, format_timing
-from grouping.runner import AFFINITY_EVERY, FULL_SIZE, DataSpec, NetSpec, Runner
+from grouping.dataspec import DataSpec
+from grouping.runner import AFFINITY_EVERY, FULL_SIZE, NetSpec, Runner
 from grouping.store import STORE_NAME, ResultsStore, canonical_json
 
 #: The method find_groups runs when none is given (the lead measures and may change it).

@@ -116,7 +116,7 @@ def git_commit(root: str | os.PathLike | None = None) -> str | None:
 
 def metric_names(names: Sequence[str], data=None) -> dict[str, dict[str, Any]]:
     """task -> {"metric": its headline metric, "higher_is_better"}, from the tasks of `data`
-    (a `grouping.runner.DataSpec`; default the Taskonomy vocabulary of tasks.registry)."""
+    (a `grouping.dataspec.DataSpec`; default the Taskonomy vocabulary of tasks.registry)."""
     from tasks.registry import resolve_tasks
 
     tasks = data.resolve_tasks(list(names)) if data is not None else resolve_tasks(list(names))

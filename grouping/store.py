@@ -83,13 +83,13 @@ LOCK_NAME = "run.lock"
 #: The source folders whose .py files make up the code version.
 #: The source that decides a stored result's numbers: the data, the network and
 #: its training (mtl/, tasks/), the affinity probes (TAG's and the corrected lookahead), how the runner trains and
-#: keys a job, and the store itself. Selection, objectives, estimators'
+#: keys a job, how the data are loaded and named, and the store itself. Selection, objectives, estimators'
 #: predictions and reports are left out: editing them changes no trained
 #: number, so it must not throw away finished networks (a ground truth is
 #: hours of training). A method whose training code lives elsewhere must put
 #: that code's hash in its own store keys.
 CODE_PATHS = ("mtl", "tasks", "grouping/affinity.py", "grouping/lookahead.py", "grouping/runner.py",
-              "grouping/store.py")
+              "grouping/dataspec.py", "grouping/store.py")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -102,7 +102,7 @@ def _balancing(text):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from grouping.find_groups import Options, find_groups
-    from grouping.runner import DataSpec
+    from grouping.dataspec import DataSpec
     from grouping.tables import parse_budgets
 
     counts = cli.parse_counts(args.counts) if args.counts is not None else None

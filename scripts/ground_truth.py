@@ -144,7 +144,7 @@ def _command() -> str:
 def setting(args, names):
     """(tasks, data spec, data settings, the seed-0 TrainConfig, method settings) of the command."""
     from grouping.methods import MethodSettings
-    from grouping.runner import DataSpec
+    from grouping.dataspec import DataSpec
     from mtl.train import TrainConfig
     from tasks.registry import resolve_tasks
 
@@ -354,7 +354,7 @@ def constant_test_losses(gt: dict) -> dict | None:
     """Each task's loss of the best constant prediction on the record's test split: computed when this
     checkout renders the record's scenes, else the record's own "constant_test_losses" (kept there by
     `main` when it computed them), else None (another renderer's scenes cannot be re-rendered)."""
-    from grouping.runner import DataSpec
+    from grouping.dataspec import DataSpec
     from grouping.setting_checks import constant_losses
     from tasks.registry import resolve_tasks
     from tasks.scene_data import same_rendering

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     import jax
 
     from mtl.train import TrainConfig, train_and_evaluate
-    from grouping.runner import DataSpec
+    from grouping.dataspec import DataSpec
     from tasks.scene_data import renderer_fingerprint
     from tasks.registry import resolve_tasks
 

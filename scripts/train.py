@@ -66,7 +66,7 @@ def run_settings(tasks, args, cfg, counts) -> dict:
     from grouping.runner import train_settings
     from grouping.store import code_version
 
-    from grouping.runner import _folder_source
+    from grouping.dataspec import _folder_source
 
     source = "scenes" if args.data == "scenes" else _folder_source(args.data)
     return {"tasks": [t.name for t in tasks],
@@ -83,7 +83,7 @@ def default_run_dir(settings: dict) -> Path:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from grouping.runner import DataSpec
+    from grouping.dataspec import DataSpec
     from mtl.train import TrainConfig, train_and_evaluate
     from tasks.sources import parse_source, resolve
 

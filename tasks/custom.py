@@ -124,7 +124,7 @@ def register_task(
 
 
 class ArrayData:
-    """In-memory data with the interface of `grouping.runner.DataSpec` (check, settings, load).
+    """In-memory data with the interface of `grouping.dataspec.DataSpec` (check, settings, load).
 
     `train`, `validation`, `test`: each a mapping label key -> array (leading
     sample axis) or a random-access source of per-sample mappings. The

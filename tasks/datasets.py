@@ -6,7 +6,7 @@ back with NumPy alone (`builder.as_data_source`, no `tf.data`). `load_split`
 is what the training code calls: it prepares a dataset once (rendering or
 decoding PNGs, a progress bar on stderr) and then only reads. The scenes'
 settings and their in-memory rendering need no tensorflow-datasets
-(`tasks.scene_data`; `grouping.runner.DataSpec` renders them in memory where
+(`tasks.scene_data`; `grouping.dataspec.DataSpec` renders them in memory where
 it is not installed); this module does, and importing it without
 tensorflow-datasets or array_record raises `MissingPackageError` naming them.
 

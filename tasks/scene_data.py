@@ -7,7 +7,7 @@ n_val, test the next n_test (`scene_ranges`). The tensorflow-datasets builder
 ``mtl_scenes/r{R}_s{seed}_n{train}-{val}-{test}_{renderer}/1.0.0``
 (`scenes_dataset`), which also enters the results store's keys. Where
 tensorflow-datasets or array_record cannot be imported, `render_splits` renders
-the same splits in memory (`grouping.runner.DataSpec` does so), and the keys
+the same splits in memory (`grouping.dataspec.DataSpec` does so), and the keys
 are the same strings, so networks trained either way are interchangeable in a
 results store. Folder sources need tensorflow-datasets: `require_tfds` says
 which packages to install.

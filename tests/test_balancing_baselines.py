@@ -139,7 +139,7 @@ def test_find_groups_verify_adds_one_row_per_balancing_method(tmp_path, monkeypa
     import mtl.ensemble
     import mtl.train
     from grouping.find_groups import Options, find_groups
-    from grouping.runner import DataSpec
+    from grouping.dataspec import DataSpec
 
     balances = []
 
@@ -289,7 +289,7 @@ def test_find_groups_verify_balance_reports_both(tmp_path, monkeypatch):
     import mtl.train
     from grouping.find_groups import Options, find_groups
     from grouping.figures import curve_series
-    from grouping.runner import DataSpec
+    from grouping.dataspec import DataSpec
 
     base = {"seg": 1.0, "depth": 0.5, "normals": 2.0}
     balanced = []

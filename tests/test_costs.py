@@ -21,7 +21,8 @@ from grouping import choose as C
 from grouping import costs as K
 from grouping.find_groups import Options, find_groups
 from grouping.methods import get_method
-from grouping.runner import DataSpec, NetSpec, candidate_specs
+from grouping.dataspec import DataSpec
+from grouping.runner import NetSpec, candidate_specs
 from grouping.selection import network_label, subsets_by_size
 from grouping.selection_tag import SINGLETON_SCORE
 from grouping.store import ResultsStore

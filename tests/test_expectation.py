@@ -17,7 +17,8 @@ from grouping.expectation import curve_budgets, ground_truth_regret, trust_text
 from grouping.figures import curve_series
 from grouping.find_groups import Options, find_groups, setup
 from grouping.objective import get_objective
-from grouping.runner import DataSpec, NetSpec
+from grouping.dataspec import DataSpec
+from grouping.runner import NetSpec
 from grouping.store import ResultsStore
 
 NAMES = ("seg", "depth", "normals")

@@ -144,7 +144,7 @@ def test_a_committed_network_retrains_to_its_stored_losses(tmp_path, monkeypatch
         pytest.skip("no committed ground truth yet (python scripts/ground_truth.py)")
     import dataclasses
 
-    from grouping.runner import DataSpec
+    from grouping.dataspec import DataSpec
     from mtl.train import TrainConfig, train_and_evaluate
     from tasks.registry import resolve_tasks
 
@@ -196,7 +196,8 @@ def test_the_evaluation_chooses_what_find_groups_chooses(objective, tmp_path, mo
     import mtl.ensemble
     import mtl.train
     from grouping.find_groups import Options, find_groups, setup
-    from grouping.runner import DataSpec, candidate_specs
+    from grouping.dataspec import DataSpec
+    from grouping.runner import candidate_specs
     from grouping.store import ResultsStore
 
     names = ("seg", "depth", "normals")
@@ -252,7 +253,7 @@ def test_methods_are_merged_into_a_finished_record_and_evaluated(tmp_path, monke
     import grouping.lookahead
     import mtl.ensemble
     import mtl.train
-    from grouping.runner import DataSpec
+    from grouping.dataspec import DataSpec
 
     spec = importlib.util.spec_from_file_location("ground_truth_script", REPO / "scripts" / "ground_truth.py")
     script = importlib.util.module_from_spec(spec)

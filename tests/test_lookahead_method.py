@@ -9,7 +9,8 @@ import pytest
 import grouping.lookahead
 from grouping.methods import MethodSettings, get_method
 from grouping.methods.lookahead import MIN_MEAN_AFFINITY, calibrated_candidates, partner_weights
-from grouping.runner import DataSpec, NetSpec
+from grouping.dataspec import DataSpec
+from grouping.runner import NetSpec
 from grouping.selection import network_label, subsets_by_size
 from grouping.store import ResultsStore
 

@@ -21,7 +21,8 @@ from grouping import choose as C
 from grouping.find_groups import VERIFY_RANDOM_SAMPLES, Options, find_groups, setup
 from grouping.methods import MethodSettings, get_method, method_names
 from grouping.objective import get_objective
-from grouping.runner import DataSpec, NetSpec, candidate_specs
+from grouping.dataspec import DataSpec
+from grouping.runner import NetSpec, candidate_specs
 from grouping.selection import InfeasibleBudgetError, network_label, subsets_by_size
 from grouping.selection_tag import SINGLETON_SCORE
 from grouping.store import ResultsStore

@@ -23,7 +23,8 @@ import grouping.affinity
 import mtl.ensemble
 import mtl.train
 from grouping.find_groups import Options, find_groups, setup
-from grouping.runner import DataSpec, candidate_specs
+from grouping.dataspec import DataSpec
+from grouping.runner import candidate_specs
 from grouping.store import ResultsStore
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "affinity_explorer.ipynb"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from grouping.methods import MethodSettings, get_method
-from grouping.runner import DataSpec
+from grouping.dataspec import DataSpec
 from grouping.selection import network_label, subsets_by_size
 from grouping.store import ResultsStore
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from grouping.find_groups import Options, find_groups, setup
-from grouping.runner import DataSpec, candidate_specs
+from grouping.dataspec import DataSpec
+from grouping.runner import candidate_specs
 from grouping.store import SCHEMA_VERSION, ResultsStore, StoreError, canonical_json, code_version, key_hash
 
 SETTINGS = {"kind": "network", "tasks": ["seg", "depth"], "train": {"steps": 20, "size": 1.0, "seed": 0},
@@ -97,7 +98,7 @@ def test_code_version_hashes_the_package_source(tmp_path):
     assert code_version(copy) == code_version(root)
     before = code_version(copy)
     for name in ("mtl/train.py", "tasks/scenes/render.py", "grouping/affinity.py", "grouping/lookahead.py",
-                 "grouping/runner.py"):
+                 "grouping/runner.py", "grouping/dataspec.py"):
         with open(copy / name, "a") as f:
             f.write("\n# an edit\n")
         assert code_version(copy) != before, name

@@ -8,7 +8,7 @@ import pytest
 
 from grouping.methods import MethodSettings, get_method
 from grouping.methods.surrogate import MIN_RELATIVE, RIDGE, draw_sample, fit_weights, surrogate_relative
-from grouping.runner import DataSpec
+from grouping.dataspec import DataSpec
 from grouping.selection import network_label, subsets_by_size
 from grouping.store import ResultsStore
 

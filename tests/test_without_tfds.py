@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grouping.runner import DataSpec
+from grouping.dataspec import DataSpec
 from tasks import scenes
 from tasks.registry import TASKS, resolve_tasks
 from tasks.scene_data import render_bytes, render_splits
@@ -42,7 +42,7 @@ def test_scenes_without_tfds_are_the_cached_arrays_under_the_same_keys(tmp_path,
     code = f"""
 import json
 import numpy as np
-from grouping.runner import DataSpec
+from grouping.dataspec import DataSpec
 from tasks.registry import TASKS, resolve_tasks
 tasks = resolve_tasks(list(TASKS))
 spec = DataSpec(source="scenes", resolution=32, counts={COUNTS!r})
@@ -96,7 +96,7 @@ def test_a_folder_source_without_tfds_names_the_packages_to_install(tmp_path, en
     folder = tmp_path / "nyu"
     folder.mkdir()
     code = f"""
-from grouping.runner import DataSpec
+from grouping.dataspec import DataSpec
 from tasks.scene_data import MissingPackageError
 spec = DataSpec("nyuv2:{folder}")
 tasks = spec.resolve_tasks("seg,depth")
