@@ -51,6 +51,8 @@ def train(args) -> dict:
         mtl.model.DECODER_CHANNELS = tuple(int(c) for c in args.decoder.split(","))
     tasks = resolve_tasks(args.tasks)
     counts = [int(c) for c in args.counts.split(",")]
+    if args.seg_by_height:
+        tasks = _seg_by_height(tasks, args.seg_by_height)
     t0 = time.perf_counter()
     data = render_scenes(0, sum(counts), args.resolution)
     for m in filter(None, args.blur.split(",")):
@@ -123,6 +125,39 @@ def _punch_holes(data: dict, modality: str, fraction: str) -> None:
         field = _blur5(field.astype(np.float32))
     holes = field < np.quantile(field.reshape(n, -1), frac, axis=1)[:, None, None]
     labels[holes] = DEPTH_INVALID if _HOLE_VALUES[modality] is None else _HOLE_VALUES[modality]
+
+
+def _seg_by_height(tasks, metres: float):
+    """Seg with each object kind split by its metric height: objects whose top stands above `metres`
+    get a class of their own ("tall box", ..., ids 8-11), so telling them apart from a 2D image takes
+    their distance, which depth is about. Patches the renderer's label encoding for this process and
+    returns `tasks` with seg widened to the new classes."""
+    import dataclasses
+
+    import tasks.scenes.render as render
+    from tasks.registry import SEG_CLASSES
+    from tasks.scenes.labels import encode_labels
+    from tasks.scenes.params import _KIND_CLASS, _ROOM_CLASS, N_ROOM_SURFACES
+
+    if not 0 < metres < 3:
+        raise SystemExit(f"--seg-by-height must be a height in metres in (0, 3), got {metres}")
+    n_kinds = len(_KIND_CLASS)
+
+    def encode(r, s, objs, t, sid, flat, rgb, gray, R):
+        out = encode_labels(r, s, objs, t, sid, flat, rgb, gray, R)
+        n = len(t)
+        cls = np.empty((n, N_ROOM_SURFACES + len(objs)), np.uint8)
+        cls[:, :N_ROOM_SURFACES] = _ROOM_CLASS
+        for k, o in enumerate(objs):
+            tall = (np.asarray(o.top).reshape(-1) > metres).astype(np.uint8) * n_kinds
+            col = np.zeros(n, np.uint8)
+            col[o.rows] = tall
+            cls[:, N_ROOM_SURFACES + k] = _KIND_CLASS[o.kind] + col
+        out["segment_semantic"] = np.take(cls.reshape(-1), flat, mode="wrap").reshape(n, R, R)
+        return out
+
+    render.encode_labels = encode
+    return [dataclasses.replace(t, channels=len(SEG_CLASSES) + n_kinds) if t.name == "seg" else t for t in tasks]
 
 
 def _unannotate(train: dict, fraction: float, apart: bool = False) -> None:
@@ -251,6 +286,9 @@ def main(argv=None) -> int:
                    "seg and depth labels (the rest lose them; edges and keypoints stay everywhere)")
     p.add_argument("--annotated-apart", action="store_true", help="with --annotated: seg and depth on two "
                    "disjoint shares of the training images")
+    p.add_argument("--seg-by-height", type=float, default=0.0, metavar="METRES",
+                   help="split each object class of seg by the object's height (taller than METRES: a class of "
+                        "its own), so seg needs the object's distance")
     p.add_argument("--weights", default="", help="divide each task's training loss: 'constant' (by its best "
                    "constant prediction's loss on the training split) or 'seg=0.5,depth=0.2,...'")
     p.add_argument("--all-subsets", action="store_true", help="every subset network, not only pairs")

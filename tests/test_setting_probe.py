@@ -132,3 +132,30 @@ def test_annotated_apart_gives_seg_and_depth_disjoint_images():
     assert seg_kept.sum() == depth_kept.sum() == 10 and not (seg_kept & depth_kept).any()
     with pytest.raises(SystemExit, match="--annotated-apart"):
         _unannotate(train, 0.6, apart=True)
+
+
+def test_seg_by_height_splits_object_classes_by_metric_height(monkeypatch):
+    import tasks.scenes.render as render
+    from benchmarks.setting_probe import _seg_by_height
+    from tasks.registry import SEG_CLASSES, resolve_tasks
+    from tasks.scenes import render_scenes, sample_scene_params
+
+    monkeypatch.setattr(render, "encode_labels", render.encode_labels)  # restored after the test
+    base = render_scenes(0, 8, 32)
+    tasks = _seg_by_height(resolve_tasks("s,d"), 0.9)
+    assert [t.channels for t in tasks] == [len(SEG_CLASSES) + 4, 1]
+    new = render_scenes(0, 8, 32)
+    a, b = base["segment_semantic"], new["segment_semantic"]
+    # a tall object's class is its kind's + 4; everything else and every other label is unchanged
+    np.testing.assert_array_equal(np.where(b >= len(SEG_CLASSES), b - 4, b), a)
+    assert all(np.array_equal(base[k], new[k]) for k in base if k != "segment_semantic")
+    # by hand: an image whose objects all stand below 0.9 m has no tall class, one with a taller object has
+    p = sample_scene_params(0, 8)
+    size = p.obj_size
+    kind = p.obj_kind
+    height = np.select([kind == 0, kind == 1], [2 * size[..., 1], 2 * size[..., 0]], size[..., 1])
+    tallest = np.where(kind >= 0, height, 0).max(axis=1)
+    has_tall = (b >= len(SEG_CLASSES)).any(axis=(1, 2))
+    assert not has_tall[tallest < 0.85].any()  # (an object can hide behind another: only this direction is sure)
+    with pytest.raises(SystemExit, match="--seg-by-height"):
+        _seg_by_height(tasks, 5.0)
