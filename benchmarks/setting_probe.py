@@ -53,6 +53,8 @@ def train(args) -> dict:
     counts = [int(c) for c in args.counts.split(",")]
     if args.seg_by_height:
         tasks = _seg_by_height(tasks, args.seg_by_height)
+    if args.seg_noise:
+        _seg_noise(args.seg_noise)
     t0 = time.perf_counter()
     data = render_scenes(0, sum(counts), args.resolution)
     for m in filter(None, args.blur.split(",")):
@@ -66,6 +68,10 @@ def train(args) -> dict:
     bounds = np.cumsum([0] + counts)
     splits = {s: {k: v[bounds[i]:bounds[i + 1]] for k, v in data.items()}
               for i, s in enumerate(("train", "validation", "test"))}
+    if args.seg_noise:  # the noise is in the training labels only: validation and test keep the true classes
+        for split in ("validation", "test"):
+            splits[split]["segment_semantic"] = splits[split].pop("segment_semantic_true")
+        splits["train"].pop("segment_semantic_true")
     if args.annotated < 1 or args.annotated_apart:
         _unannotate(splits["train"], args.annotated, args.annotated_apart)
     render_s = time.perf_counter() - t0
@@ -158,6 +164,39 @@ def _seg_by_height(tasks, metres: float):
 
     render.encode_labels = encode
     return [dataclasses.replace(t, channels=len(SEG_CLASSES) + n_kinds) if t.name == "seg" else t for t in tasks]
+
+
+def _seg_noise(share: float) -> None:
+    """Seg labels as a labelling model's would be: each object gets a wrong kind (drawn uniformly from
+    the other three) with probability `share`, the same object in all its pixels; the true labels are
+    kept as "segment_semantic_true" (train() evaluates on them). The draw is seeded by the image's
+    pixels, so it does not depend on how the renderer batches. Patches the renderer for this process."""
+    import tasks.scenes.render as render
+    from tasks.scenes.labels import encode_labels
+    from tasks.scenes.params import _KIND_CLASS, _ROOM_CLASS, N_ROOM_SURFACES
+
+    if not 0 < share < 1:
+        raise SystemExit(f"--seg-noise must be a probability in (0, 1), got {share}")
+    n_kinds = len(_KIND_CLASS)
+
+    def encode(r, s, objs, t, sid, flat, rgb, gray, R):
+        out = encode_labels(r, s, objs, t, sid, flat, rgb, gray, R)
+        n = len(t)
+        cls = np.empty((n, N_ROOM_SURFACES + len(objs)), np.uint8)
+        cls[:, :N_ROOM_SURFACES] = _ROOM_CLASS
+        draws = np.stack([np.random.default_rng(np.frombuffer(out["rgb"][i].tobytes()[:64], np.uint32)).random(
+            (len(objs), 2)) for i in range(n)])  # (n, objects, 2)
+        for k, o in enumerate(objs):
+            kind = np.full(n, o.kind)
+            wrong = draws[:, k, 0] < share
+            kind = np.where(wrong, (kind + 1 + (draws[:, k, 1] * (n_kinds - 1)).astype(int)) % n_kinds, kind)
+            cls[:, N_ROOM_SURFACES + k] = _KIND_CLASS[kind]
+        out["segment_semantic_true"] = out["segment_semantic"]
+        out["segment_semantic"] = np.take(cls.reshape(-1), flat, mode="wrap").reshape(n, R, R)
+        return out
+
+    render.encode_labels = encode
+    render.MODALITIES = {**render.MODALITIES, "segment_semantic_true": render.MODALITIES["segment_semantic"]}
 
 
 def _unannotate(train: dict, fraction: float, apart: bool = False) -> None:
@@ -289,6 +328,9 @@ def main(argv=None) -> int:
     p.add_argument("--seg-by-height", type=float, default=0.0, metavar="METRES",
                    help="split each object class of seg by the object's height (taller than METRES: a class of "
                         "its own), so seg needs the object's distance")
+    p.add_argument("--seg-noise", type=float, default=0.0, metavar="P",
+                   help="training seg labels give each object a wrong kind with probability P (validation and "
+                        "test keep the true classes)")
     p.add_argument("--weights", default="", help="divide each task's training loss: 'constant' (by its best "
                    "constant prediction's loss on the training split) or 'seg=0.5,depth=0.2,...'")
     p.add_argument("--all-subsets", action="store_true", help="every subset network, not only pairs")

@@ -159,3 +159,24 @@ def test_seg_by_height_splits_object_classes_by_metric_height(monkeypatch):
     assert not has_tall[tallest < 0.85].any()  # (an object can hide behind another: only this direction is sure)
     with pytest.raises(SystemExit, match="--seg-by-height"):
         _seg_by_height(tasks, 5.0)
+
+
+def test_seg_noise_gives_whole_objects_a_wrong_kind_at_the_asked_rate(monkeypatch):
+    import tasks.scenes.render as render
+    from benchmarks.setting_probe import _seg_noise
+    from tasks.scenes import render_scenes
+
+    monkeypatch.setattr(render, "encode_labels", render.encode_labels)  # both restored after the test
+    monkeypatch.setattr(render, "MODALITIES", render.MODALITIES)
+    base = render_scenes(0, 150, 32)
+    _seg_noise(0.3)
+    new = render_scenes(0, 150, 32)
+    a, b = base["segment_semantic"], new["segment_semantic"]
+    np.testing.assert_array_equal(new["segment_semantic_true"], a)
+    objects = a >= 4  # box, sphere, cylinder, cone
+    np.testing.assert_array_equal(b[~objects], a[~objects])  # floor, walls and ceiling stay true
+    assert (b[objects] >= 4).all()  # a wrong kind is another object kind
+    assert 0.2 < (b[objects] != a[objects]).mean() < 0.4
+    np.testing.assert_array_equal(render_scenes(0, 150, 32)["segment_semantic"], b)  # deterministic
+    with pytest.raises(SystemExit, match="--seg-noise"):
+        _seg_noise(1.5)
