@@ -87,13 +87,32 @@ def sample_batch(data: Batch, key: jax.Array, batch_size: int) -> Batch:
     return {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
 
 
+def optimizer_state(tx: optax.GradientTransformation, params: Any) -> Any:
+    """``tx.init(params)``, made on the host when it is all zeros (AdamW's and SGD's are).
+
+    Eager, ``tx.init`` compiles a zeros program per parameter shape (about 0.5 s for a new network
+    in a fresh process); jitted, it compiles again for every new optimizer (0.15 s per network). So
+    the state's shapes come from `jax.eval_shape`, and its values from ``tx.init`` of the same tree
+    with one-element leaves of ones: if every leaf of that is zero, the state is zeros of the traced
+    shapes, put on the device. Otherwise (a transform whose state starts from the parameters or a
+    constant), ``tx.init(params)`` itself."""
+    leaves = jax.tree.leaves(params)
+    if any(isinstance(x, jax.core.Tracer) or (isinstance(x, jax.Array) and len(x.sharding.device_set) > 1)
+           for x in leaves):  # inside a trace, or sharded: as optax makes it
+        return tx.init(params)
+    shapes = jax.eval_shape(tx.init, params)
+    small = tx.init(jax.tree.map(lambda x: np.ones((1,) * np.ndim(x), x.dtype), params))
+    small_leaves = jax.tree.leaves(small)
+    if len(jax.tree.leaves(shapes)) != len(small_leaves) or any(np.any(np.asarray(x) != 0) for x in small_leaves):
+        return tx.init(params)
+    return jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)), shapes)
+
+
 def initial_state(params: Any, tx: optax.GradientTransformation, balance: str = "equal",
                   mask_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
     """The training state a step takes: parameters, optimizer state, step 0, and the balancing
     method's state (``"balance"``, only for methods that keep one; `mask_shape` = the TaskModel's)."""
-    # Eager, not jitted: the zeros programs it compiles per parameter shape are cached for the process,
-    # while jax.jit(tx.init) compiles again for every new optimizer (0.15 s each, every network).
-    state = {"params": params, "opt_state": tx.init(params), "step": jnp.asarray(0, jnp.int32)}
+    state = {"params": params, "opt_state": optimizer_state(tx, params), "step": jnp.asarray(0, jnp.int32)}
     if balancing.get_method(balance).name in ("uncertainty", "gradnorm", "dwa") and mask_shape is None:
         raise ValueError(f"{balance} balancing keeps per-task state: give the shape of the task mask")
     b = balancing.init_state(balance, mask_shape) if balance != "equal" else None

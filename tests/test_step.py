@@ -52,3 +52,29 @@ def test_every_method_lowers_every_task_loss(tiny, balance):
 def test_balance_is_checked_when_the_config_is_made():
     with pytest.raises(ValueError, match="unknown balancing method 'mdga'"):
         dataclasses.replace(TrainConfig(), balance="mdga")
+
+
+def test_optimizer_state_is_what_optax_makes_and_compiles_nothing_per_shape():
+    """AdamW's and SGD's states are zeros, made on the host with the traced shapes; a transform whose
+    state starts from the parameters or a constant gets tx.init itself. Every leaf equals tx.init's."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from mtl.step import optimizer_state
+    from mtl.train import TrainConfig, make_optimizer
+
+    params = {"w": jnp.arange(12.0).reshape(3, 4), "b": jnp.ones(4), "k": {"c": jnp.full((2, 2, 3, 5), 2.0)}}
+    copy = optax.GradientTransformation(lambda p: jax.tree.map(lambda x: x * 1.0, p), lambda u, s, p=None: (u, s))
+    ones = optax.GradientTransformation(lambda p: jax.tree.map(jnp.ones_like, p), lambda u, s, p=None: (u, s))
+    for tx in (make_optimizer(TrainConfig(steps=50)), make_optimizer(TrainConfig(steps=50, optimizer="sgd")),
+               optax.adam(1e-3), copy, ones):
+        got, want = optimizer_state(tx, params), tx.init(params)
+        assert jax.tree.structure(got) == jax.tree.structure(want)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # inside a trace it is optax's own init
+    shapes = jax.eval_shape(lambda p: optimizer_state(optax.adam(1e-3), p), params)
+    assert jax.tree.structure(shapes) == jax.tree.structure(optax.adam(1e-3).init(params))
