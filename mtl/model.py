@@ -71,7 +71,7 @@ def kernel_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32, out_sha
     made at sizes 4^6, 4^7, ... (at most 4x what is needed) and the product with the standard
     deviation is taken in numpy (the same float32 product), so building a network compiles a few
     programs instead of about 20: with `bias_init` and device_put, the first network built in a
-    process takes 1.0 s instead of 7.7 s, the first half-size one 0.06 s instead of 3.4 s (this CPU, `python
+    process takes 1.0 s instead of 7.9 s, the first half-size one 0.06 s instead of 3.8 s (this CPU, `python
     benchmarks/init_cost.py`; tests/test_model.py checks the values against Flax's initialiser). Anything else (other dtypes, threefry not partitionable, a
     sharded output) takes Flax's initialiser itself."""
     shape = tuple(int(d) for d in shape)
