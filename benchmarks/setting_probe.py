@@ -133,6 +133,31 @@ def _punch_holes(data: dict, modality: str, fraction: str) -> None:
     labels[holes] = DEPTH_INVALID if _HOLE_VALUES[modality] is None else _HOLE_VALUES[modality]
 
 
+def _patch_object_classes(classes, keep_true: bool = False) -> None:
+    """Patches the renderer (for this process) so that each object's seg class is
+    ``classes(labels, objs, n)``: (n, len(objs)) class ids, column k for the batch's object pass k
+    (`tasks.scenes.geometry._Obj`); floor, walls and ceiling keep theirs. With `keep_true`, the
+    true labels are kept as "segment_semantic_true"."""
+    import tasks.scenes.render as render
+    from tasks.scenes.labels import encode_labels
+    from tasks.scenes.params import _ROOM_CLASS, N_ROOM_SURFACES
+
+    def encode(r, s, objs, t, sid, flat, rgb, gray, R):
+        out = encode_labels(r, s, objs, t, sid, flat, rgb, gray, R)
+        n = len(t)
+        cls = np.empty((n, N_ROOM_SURFACES + len(objs)), np.uint8)
+        cls[:, :N_ROOM_SURFACES] = _ROOM_CLASS
+        cls[:, N_ROOM_SURFACES:] = classes(out, objs, n)
+        if keep_true:
+            out["segment_semantic_true"] = out["segment_semantic"]
+        out["segment_semantic"] = np.take(cls.reshape(-1), flat, mode="wrap").reshape(n, R, R)
+        return out
+
+    render.encode_labels = encode
+    if keep_true:
+        render.MODALITIES = {**render.MODALITIES, "segment_semantic_true": render.MODALITIES["segment_semantic"]}
+
+
 def _seg_by_height(tasks, metres: float):
     """Seg with each object kind split by its metric height: objects whose top stands above `metres`
     get a class of their own ("tall box", ..., ids 8-11), so telling them apart from a 2D image takes
@@ -140,29 +165,21 @@ def _seg_by_height(tasks, metres: float):
     returns `tasks` with seg widened to the new classes."""
     import dataclasses
 
-    import tasks.scenes.render as render
     from tasks.registry import SEG_CLASSES
-    from tasks.scenes.labels import encode_labels
-    from tasks.scenes.params import _KIND_CLASS, _ROOM_CLASS, N_ROOM_SURFACES
+    from tasks.scenes.params import _KIND_CLASS
 
     if not 0 < metres < 3:
         raise SystemExit(f"--seg-by-height must be a height in metres in (0, 3), got {metres}")
     n_kinds = len(_KIND_CLASS)
 
-    def encode(r, s, objs, t, sid, flat, rgb, gray, R):
-        out = encode_labels(r, s, objs, t, sid, flat, rgb, gray, R)
-        n = len(t)
-        cls = np.empty((n, N_ROOM_SURFACES + len(objs)), np.uint8)
-        cls[:, :N_ROOM_SURFACES] = _ROOM_CLASS
+    def classes(labels, objs, n):
+        out = np.zeros((n, len(objs)), np.uint8)
         for k, o in enumerate(objs):
-            tall = (np.asarray(o.top).reshape(-1) > metres).astype(np.uint8) * n_kinds
-            col = np.zeros(n, np.uint8)
-            col[o.rows] = tall
-            cls[:, N_ROOM_SURFACES + k] = _KIND_CLASS[o.kind] + col
-        out["segment_semantic"] = np.take(cls.reshape(-1), flat, mode="wrap").reshape(n, R, R)
+            out[o.rows, k] = (np.asarray(o.top).reshape(-1) > metres) * n_kinds
+            out[:, k] += _KIND_CLASS[o.kind]
         return out
 
-    render.encode_labels = encode
+    _patch_object_classes(classes)
     return [dataclasses.replace(t, channels=len(SEG_CLASSES) + n_kinds) if t.name == "seg" else t for t in tasks]
 
 
@@ -171,32 +188,23 @@ def _seg_noise(share: float) -> None:
     the other three) with probability `share`, the same object in all its pixels; the true labels are
     kept as "segment_semantic_true" (train() evaluates on them). The draw is seeded by the image's
     pixels, so it does not depend on how the renderer batches. Patches the renderer for this process."""
-    import tasks.scenes.render as render
-    from tasks.scenes.labels import encode_labels
-    from tasks.scenes.params import _KIND_CLASS, _ROOM_CLASS, N_ROOM_SURFACES
+    from tasks.scenes.params import _KIND_CLASS
 
     if not 0 < share < 1:
         raise SystemExit(f"--seg-noise must be a probability in (0, 1), got {share}")
     n_kinds = len(_KIND_CLASS)
 
-    def encode(r, s, objs, t, sid, flat, rgb, gray, R):
-        out = encode_labels(r, s, objs, t, sid, flat, rgb, gray, R)
-        n = len(t)
-        cls = np.empty((n, N_ROOM_SURFACES + len(objs)), np.uint8)
-        cls[:, :N_ROOM_SURFACES] = _ROOM_CLASS
-        draws = np.stack([np.random.default_rng(np.frombuffer(out["rgb"][i].tobytes()[:64], np.uint32)).random(
+    def classes(labels, objs, n):
+        draws = np.stack([np.random.default_rng(np.frombuffer(labels["rgb"][i].tobytes()[:64], np.uint32)).random(
             (len(objs), 2)) for i in range(n)])  # (n, objects, 2)
+        out = np.empty((n, len(objs)), np.uint8)
         for k, o in enumerate(objs):
-            kind = np.full(n, o.kind)
             wrong = draws[:, k, 0] < share
-            kind = np.where(wrong, (kind + 1 + (draws[:, k, 1] * (n_kinds - 1)).astype(int)) % n_kinds, kind)
-            cls[:, N_ROOM_SURFACES + k] = _KIND_CLASS[kind]
-        out["segment_semantic_true"] = out["segment_semantic"]
-        out["segment_semantic"] = np.take(cls.reshape(-1), flat, mode="wrap").reshape(n, R, R)
+            kind = np.where(wrong, (o.kind + 1 + (draws[:, k, 1] * (n_kinds - 1)).astype(int)) % n_kinds, o.kind)
+            out[:, k] = _KIND_CLASS[kind]
         return out
 
-    render.encode_labels = encode
-    render.MODALITIES = {**render.MODALITIES, "segment_semantic_true": render.MODALITIES["segment_semantic"]}
+    _patch_object_classes(classes, keep_true=True)
 
 
 def _unannotate(train: dict, fraction: float, apart: bool = False) -> None:
