@@ -117,20 +117,13 @@ def resolve_strategy(strategy: str) -> str:
     return strategy
 
 
-def _put(x: Any) -> jax.Array:
-    """A host array on the device without compiling anything (jnp.asarray of a numpy array compiles a
-    copy program per shape); a device array as it is."""
-    return x if isinstance(x, jax.Array) else jax.device_put(np.asarray(x))
-
-
 def _stack(trees: Sequence[Any]) -> Any:
     """The members' parameter trees stacked on a new leading axis. Stacked in numpy, then put on
-    the device once (`jax.device_put`: jnp.stack, and jnp.asarray of a numpy array, compile a program
-    per leaf shape)."""
+    the device once (`runtime.put`: jnp.stack compiles a program per leaf shape)."""
     def stack(*xs):
         if any(isinstance(x, jax.core.Tracer) for x in xs):  # created inside a trace (eval_shape)
             return jnp.stack(xs)
-        return jax.device_put(np.stack([np.asarray(x) for x in xs]))
+        return runtime.put(np.stack([np.asarray(x) for x in xs]))
 
     return jax.tree.map(stack, *trees)
 
@@ -181,10 +174,10 @@ class Ensemble:
         names = self.layout.members[member]
         model = nnx.eval_shape(lambda: MultiTaskNet([self.tasks[t] for t in names], size=self.size,
                                                     rngs=nnx.Rngs(0)))
-        nnx.update(model.encoder, jax.tree.map(lambda a: _put(a[member]), params["encoder"]))
+        nnx.update(model.encoder, jax.tree.map(lambda a: runtime.put(a[member]), params["encoder"]))
         for t in names:
             pos = self.layout.position(member, t)
-            nnx.update(model.decoders[t], jax.tree.map(lambda a, p=pos: _put(a[p]), params["decoders"][t]))
+            nnx.update(model.decoders[t], jax.tree.map(lambda a, p=pos: runtime.put(a[p]), params["decoders"][t]))
         return nnx.split(model, nnx.Param)
 
     # -- the forward pass of all members ------------------------------------

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mtl import runtime
 from tasks.registry import Task
 
 # Encoder channels at size 1 (one stride-2 conv each), then one stride-1 conv
@@ -70,10 +71,11 @@ def kernel_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32, out_sha
     reshaping keeps them in row-major order, as a draw of the kernel's shape has them. Draws are
     made at sizes 4^6, 4^7, ... (at most 4x what is needed) and the product with the standard
     deviation is taken in numpy (the same float32 product), so building a network compiles a few
-    programs instead of about 20: with `bias_init` and device_put, the first network built in a
-    process takes 1.0 s instead of 7.9 s, the first half-size one 0.06 s instead of 3.8 s (this CPU, `python
-    benchmarks/init_cost.py`; tests/test_model.py checks the values against Flax's initialiser). Anything else (other dtypes, threefry not partitionable, a
-    sharded output) takes Flax's initialiser itself."""
+    programs instead of about 20. With `bias_init` and `runtime.put`, the first network built in a
+    process takes 1.0 s instead of 7.9 s, the first half-size one 0.06 s instead of 3.8 s (this CPU,
+    `python benchmarks/init_cost.py`; tests/test_model.py checks the values against Flax's
+    initialiser). Anything else (other dtypes, threefry not partitionable, a sharded output) takes
+    Flax's initialiser itself."""
     shape = tuple(int(d) for d in shape)
     if (out_sharding is not None or jnp.dtype(dtype) != jnp.float32 or len(shape) < 2
             or not jax.config.jax_threefry_partitionable):
@@ -86,15 +88,15 @@ def kernel_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32, out_sha
     draw = _truncated_normal_draw(key, bucket)
     if isinstance(draw, jax.core.Tracer):  # built inside a trace (eval_shape, jit): the same product in jnp
         return draw[:n].reshape(shape) * stddev
-    return jax.device_put(np.asarray(draw)[:n].reshape(shape) * np.asarray(stddev))  # jnp.asarray would compile
+    return runtime.put(np.asarray(draw)[:n].reshape(shape) * np.asarray(stddev))
 
 
 def bias_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32, out_sharding=None) -> jax.Array:
-    """Flax's default bias initialiser (zeros), made on the host and put on the device: jnp.zeros
-    compiles a program per bias shape."""
+    """Flax's default bias initialiser (zeros), made on the host (`runtime.put`): jnp.zeros compiles
+    a program per bias shape."""
     if out_sharding is not None:
         return nnx.initializers.zeros(key, shape, dtype, out_sharding=out_sharding)
-    return jax.device_put(np.zeros(tuple(int(d) for d in shape), jnp.dtype(dtype)))
+    return runtime.put(np.zeros(tuple(int(d) for d in shape), jnp.dtype(dtype)))
 
 
 class ResolutionError(ValueError):

@@ -34,6 +34,7 @@ import os
 from typing import Any, Callable
 
 import jax
+import numpy as np
 
 #: XLA:CPU: YNNPACK for reductions only, so convolutions use XLA's Eigen ones.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
@@ -68,6 +69,12 @@ def jit(fn: Callable, **kwargs) -> Callable:
     """`jax.jit` with `compiler_options()` (decided when called, on the backend
     in use then)."""
     return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
+
+
+def put(x: Any) -> jax.Array:
+    """A host array on the device, compiling nothing (`jnp.asarray` of a numpy array compiles a copy
+    program per shape in this jax); a device array is returned as it is."""
+    return x if isinstance(x, jax.Array) else jax.device_put(np.asarray(x))
 
 
 _malloc_tuned = False

@@ -105,7 +105,7 @@ def optimizer_state(tx: optax.GradientTransformation, params: Any) -> Any:
     small_leaves = jax.tree.leaves(small)
     if len(jax.tree.leaves(shapes)) != len(small_leaves) or any(np.any(np.asarray(x) != 0) for x in small_leaves):
         return tx.init(params)
-    return jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)), shapes)
+    return jax.tree.map(lambda s: runtime.put(np.zeros(s.shape, s.dtype)), shapes)
 
 
 def initial_state(params: Any, tx: optax.GradientTransformation, balance: str = "equal",

@@ -189,9 +189,7 @@ def to_device(split: Mapping[str, np.ndarray], tasks: Sequence[Task]) -> dict[st
     if n == 0:
         raise ValueError("the data split is empty")
     check_resolution(split["rgb"].shape[1])
-    # device_put, not jnp.asarray: that compiles a copy program per array shape
-    return {m: split[m] if isinstance(split[m], jax.Array) else jax.device_put(np.asarray(split[m]))
-            for m in modalities_for(tasks)}
+    return {m: runtime.put(split[m]) for m in modalities_for(tasks)}
 
 
 def even_batch(n: int, batch: int = 64) -> int:

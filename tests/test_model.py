@@ -100,32 +100,16 @@ def test_building_an_ensemble_compiles_no_program_per_parameter_shape():
     """Initialisation puts host arrays on the device (no copy program per shape), draws kernels from a
     few size buckets and makes biases on the host. Built at a size no other test uses (new parameter
     shapes): before, this compiled 43 programs, one or two per shape."""
-    import logging
-    import re
-
     import jax
 
     from mtl.ensemble import Ensemble
     from mtl.train import TrainConfig
     from tasks.registry import resolve_tasks
+    from tests.compiles import compiled_programs
 
-    compiled = []
-
-    class Record(logging.Handler):
-        def emit(self, record):
-            m = re.search(r"Finished XLA compilation of (\S+)", record.getMessage())
-            if m:
-                compiled.append(m.group(1))
-
-    handler, logger = Record(), logging.getLogger("jax")
-    logger.addHandler(handler)
-    try:
-        with jax.log_compiles(True):
-            tasks = resolve_tasks("s,d,n")
-            cfg = TrainConfig(steps=5, size=0.37)
-            ens = Ensemble.create([(t,) for t in tasks] + [tuple(tasks)], cfg)
-    finally:
-        logger.removeHandler(handler)
+    with compiled_programs() as compiled:
+        tasks = resolve_tasks("s,d,n")
+        ens = Ensemble.create([(t,) for t in tasks] + [tuple(tasks)], TrainConfig(steps=5, size=0.37))
     n_shapes = len({tuple(x.shape) for x in jax.tree.leaves(ens.params)})
     assert n_shapes > 15
     assert len(compiled) <= 12, compiled  # 11 in a fresh process; fewer once the size buckets are compiled

@@ -78,3 +78,17 @@ def test_optimizer_state_is_what_optax_makes_and_compiles_nothing_per_shape():
     # inside a trace it is optax's own init
     shapes = jax.eval_shape(lambda p: optimizer_state(optax.adam(1e-3), p), params)
     assert jax.tree.structure(shapes) == jax.tree.structure(optax.adam(1e-3).init(params))
+    # parameters of shapes no test used before compile nothing (optax's eager init compiles a zeros
+    # program for each of them; the one-element check's programs are compiled above)
+    from mtl import runtime
+    from tests.compiles import compiled_programs
+
+    # put on the device as the networks' parameters are (`runtime.put`)
+    new_shapes = {k: runtime.put(np.ones(s, np.float32))
+                  for k, s in {"w": (7, 13), "b": (17,), "c": (3, 3, 19, 23)}.items()}
+    with compiled_programs() as compiled:
+        optimizer_state(make_optimizer(TrainConfig(steps=77)), new_shapes)
+    assert compiled == [], compiled
+    with compiled_programs() as compiled:
+        make_optimizer(TrainConfig(steps=77)).init(new_shapes)
+    assert len(compiled) >= 3, compiled  # what it replaces: one zeros program per new shape
