@@ -104,19 +104,20 @@ def train(args) -> dict:
             "render_seconds": render_s, "train_seconds": train_s}
 
 
-#: What an unlabelled pixel holds, per label modality `--holes` may punch.
-_HOLE_VALUES = {"segment_semantic": 0, "depth_zbuffer": None}
+#: What an unlabelled pixel holds, per label modality `--holes` and `--annotated` may unlabel
+#: (seg: void; depth: tasks.registry.DEPTH_INVALID).
+_UNLABELLED = {"depth_zbuffer": 65535, "segment_semantic": 0}
 
 
 def _punch_holes(data: dict, modality: str, fraction: str) -> None:
     """Unlabels `fraction` of every image's pixels of `modality`, in smooth blobs (a 4x4 grid of
-    uniform draws, upsampled and blurred, below its per-image quantile; independent per modality): seg gets void (0, ignored by
-    its loss), depth DEPTH_INVALID (which also masks every task that uses the validity mask)."""
-    from tasks.registry import DEPTH_INVALID
+    uniform draws, upsampled and blurred, below its per-image quantile; independent per modality):
+    seg gets void (0, ignored by its loss), depth DEPTH_INVALID (which also masks every task that uses
+    the validity mask)."""
     from tasks.scenes import _blur5
 
-    if modality not in _HOLE_VALUES:
-        raise SystemExit(f"--holes: modality must be one of {sorted(_HOLE_VALUES)}, got {modality!r}")
+    if modality not in _UNLABELLED:
+        raise SystemExit(f"--holes: modality must be one of {sorted(_UNLABELLED)}, got {modality!r}")
     try:
         frac = float(fraction)
     except ValueError:
@@ -125,12 +126,12 @@ def _punch_holes(data: dict, modality: str, fraction: str) -> None:
         raise SystemExit(f"--holes: the fraction for {modality} must be a number in (0, 1), got {fraction!r}")
     labels = data[modality]
     n, r = labels.shape[:2]
-    rng = np.random.default_rng([7, r, n, sorted(_HOLE_VALUES).index(modality)])  # each modality its own blobs
+    rng = np.random.default_rng([7, r, n, sorted(_UNLABELLED).index(modality)])  # each modality its own blobs
     field = np.kron(rng.random((n, 4, 4)), np.ones((r // 4, r // 4)))
     for _ in range(max(1, r // 16)):
         field = _blur5(field.astype(np.float32))
     holes = field < np.quantile(field.reshape(n, -1), frac, axis=1)[:, None, None]
-    labels[holes] = DEPTH_INVALID if _HOLE_VALUES[modality] is None else _HOLE_VALUES[modality]
+    labels[holes] = _UNLABELLED[modality]
 
 
 def _patch_object_classes(classes, keep_true: bool = False) -> None:
@@ -187,7 +188,7 @@ def _seg_noise(share: float) -> None:
     """Seg labels as a labelling model's would be: each object gets a wrong kind (drawn uniformly from
     the other three) with probability `share`, the same object in all its pixels; the true labels are
     kept as "segment_semantic_true" (train() evaluates on them). The draw is seeded by the image's
-    pixels, so it does not depend on how the renderer batches. Patches the renderer for this process."""
+    first 64 bytes (its top-left pixels), so it does not depend on how the renderer batches. Patches the renderer for this process."""
     from tasks.scenes.params import _KIND_CLASS
 
     if not 0 < share < 1:
@@ -213,19 +214,16 @@ def _unannotate(train: dict, fraction: float, apart: bool = False) -> None:
     as when annotation is costly; labels computed from the image itself (edges, keypoints) stay on
     every image. With `apart`, seg and depth are annotated on two disjoint shares (as when the two
     labels come from different sources). Validation and test stay fully labelled."""
-    from tasks.registry import DEPTH_INVALID
-
     if not 0 < fraction <= (0.5 if apart else 1):
         raise SystemExit(f"--annotated must be in (0, {0.5 if apart else 1}]"
                          f"{' with --annotated-apart' if apart else ''}, got {fraction}")
     n = len(train["rgb"])
     k = max(1, round(fraction * n))
     order = np.random.default_rng([11, n]).permutation(n)
-    for m, value, share in (("segment_semantic", 0, order[:k]),
-                            ("depth_zbuffer", DEPTH_INVALID, order[k:2 * k] if apart else order[:k])):
+    for m, share in (("segment_semantic", order[:k]), ("depth_zbuffer", order[k:2 * k] if apart else order[:k])):
         keep = np.zeros(n, bool)
         keep[share] = True
-        train[m][~keep] = value
+        train[m][~keep] = _UNLABELLED[m]
 
 
 def _machine() -> str:

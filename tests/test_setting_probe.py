@@ -73,8 +73,10 @@ def test_loss_scales():
 
 
 def test_holes_unlabel_the_asked_fraction_in_blobs_per_modality():
-    from benchmarks.setting_probe import _punch_holes
+    from benchmarks.setting_probe import _UNLABELLED, _punch_holes
     from tasks.registry import DEPTH_INVALID
+
+    assert _UNLABELLED["depth_zbuffer"] == DEPTH_INVALID
 
     rng = np.random.default_rng(0)
     data = {"segment_semantic": rng.integers(1, 8, (6, 32, 32)).astype(np.uint8),
@@ -156,6 +158,7 @@ def test_seg_by_height_splits_object_classes_by_metric_height(monkeypatch):
     height = np.select([kind == 0, kind == 1], [2 * size[..., 1], 2 * size[..., 0]], size[..., 1])
     tallest = np.where(kind >= 0, height, 0).max(axis=1)
     has_tall = (b >= len(SEG_CLASSES)).any(axis=(1, 2))
+    assert (tallest < 0.85).sum() >= 2 and has_tall[tallest > 1.2].any()  # both kinds of image are there
     assert not has_tall[tallest < 0.85].any()  # (an object can hide behind another: only this direction is sure)
     with pytest.raises(SystemExit, match="--seg-by-height"):
         _seg_by_height(tasks, 5.0)
