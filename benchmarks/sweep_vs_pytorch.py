@@ -5,9 +5,11 @@ are evaluated on the same validation images, two ways in one process:
 
 * ours: the networks of one width as ensembles (`mtl.ensemble`: the chunk
   plan, `train_ensemble`, `evaluate_ensemble`, the calls that
-  `train_ensemble_and_evaluate` makes, each timed apart). The plan traces
-  one member's step for a memory bound and compiles it only where memory
-  could limit the chunks (`plan_ensemble`; the JSON's `memory_plan`);
+  `train_ensemble_and_evaluate` makes, each timed apart). On one device the
+  plan builds the ensemble and traces its step for a memory bound, and
+  training reuses both ("whole"); elsewhere it traces one member's step, and
+  compiles it only where memory could limit the chunks (`plan_ensemble`;
+  the JSON's `memory_plan`; "whole" plans include building the networks);
   evaluation runs in equal batches (`mtl.train.even_batch`: 50 for 500
   images), one program per ensemble;
 * the anchor's: Standley et al.'s released code trains one network after
@@ -129,14 +131,16 @@ def run_ours(specs, by_name, train, validation, cfg: TrainConfig, strategy: str,
         members = [tuple(by_name[t] for t in s.tasks) for s in group]
         c = dataclasses.replace(cfg, size=size)
         t0 = time.perf_counter()
-        chunks, how = plan_ensemble(members, c, train, strategy, devs)
+        chunks, how, prepared = plan_ensemble(members, c, train, strategy, devs)  # "whole": built and traced
         plans.append(how)
         phases["plan"] += time.perf_counter() - t0
         for chunk in chunks:
             part = [members[j] for j in chunk]
             union = tuple({t.name: t for m in part for t in m}.values())
             t0 = time.perf_counter()
-            results, ens, params = train_ensemble(part, train, c, strategy=strategy, devices=devs, progress=False)
+            results, ens, params = train_ensemble(part, train, c, strategy=strategy, devices=devs, progress=False,
+                                                  prepared=prepared)
+            prepared = None  # "whole": the one chunk
             jax.block_until_ready(params)
             phases["train"] += time.perf_counter() - t0
             t0 = time.perf_counter()

@@ -42,6 +42,7 @@ another; a device that cannot hold even one member is an error.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from typing import Any, Callable, Mapping, Sequence
@@ -407,6 +408,19 @@ def _values_bytes(jaxpr: Any) -> int:
     return total
 
 
+def _step_memory_bound(step: Callable, state: Any, data: Any) -> int:
+    """Every value the step's trace computes, summed as if none were freed or fused away, plus the
+    state, all doubled (for copies XLA may add, such as layout changes and scratch), the data excluded."""
+    values = _values_bytes(step.trace(state, data).jaxpr.jaxpr)
+    return 2 * (sum(_nbytes(a) for a in jax.tree.leaves(state)) + values)
+
+
+def traced_memory_bound(run: Prepared) -> int:
+    """`member_memory_bound` of the whole ensemble, from its own step traced on its own state and data:
+    jit keeps that trace, so the first training step does not trace again."""
+    return _step_memory_bound(run.step, run.state, run.data)
+
+
 def member_memory_bound(members: Sequence[Sequence[Task]], cfg: TrainConfig, data: Mapping[str, Any],
                         strategy: str) -> int:
     """An upper bound on one training step's memory of the largest member, from its trace alone (about
@@ -415,9 +429,7 @@ def member_memory_bound(members: Sequence[Sequence[Task]], cfg: TrainConfig, dat
     Every value the step computes, summed as if none were freed or fused away, plus the state, all
     doubled (for copies XLA may add, such as layout changes and scratch), the training data excluded.
     XLA's measured peak is several times lower (tests/test_ensemble.py checks bound >= measured)."""
-    fn, state, shapes = _one_member_step(members, cfg, data, strategy)
-    values = _values_bytes(fn.trace(state, shapes).jaxpr.jaxpr)
-    return 2 * (sum(_nbytes(a) for a in jax.tree.leaves(state)) + values)
+    return _step_memory_bound(*_one_member_step(members, cfg, data, strategy))
 
 
 def member_memory_bytes(members: Sequence[Sequence[Task]], cfg: TrainConfig, data: Mapping[str, Any],
@@ -433,24 +445,35 @@ def member_memory_bytes(members: Sequence[Sequence[Task]], cfg: TrainConfig, dat
 
 
 def plan_ensemble(members: Sequence[Sequence[Task]], cfg: TrainConfig, data: Mapping[str, Any], strategy: str,
-                  devices: Sequence, max_members: int | None = None) -> tuple[list[range], str]:
-    """The chunks an ensemble of `members` trains in (`plan_chunks`), and how one member's memory was
-    found: "bound" when `member_memory_bound` shows that memory does not limit the chunks (the usual
-    case, and no compilation), else "measured" (`member_memory_bytes`, one compilation)."""
+                  devices: Sequence, max_members: int | None = None) -> tuple[list[range], str, Prepared | None]:
+    """The chunks an ensemble of `members` trains in (`plan_chunks`), how its memory was found, and
+    the prepared ensemble where one was built to find it:
+
+    "whole"     one device and one chunk unless memory limits it (the usual case): the ensemble is
+                prepared (`prepare_ensemble`, built anyway to train) and `traced_memory_bound` of
+                its own step shows it fits; training reuses it and its trace;
+    "bound"     else `member_memory_bound` of the largest member shows that memory does not limit
+                the chunks (a trace, no compilation);
+    "measured"  else `member_memory_bytes` (one compilation)."""
     strategy = resolve_strategy(strategy)
     if strategy == "unroll" and devices[0].platform == "cpu":
         max_members = min(max_members or CPU_MAX_MEMBERS, CPU_MAX_MEMBERS)
     free = free_memory_bytes(devices[0])
     unlimited = plan_chunks(len(members), 1, free, len(devices), max_members)
+    if len(unlimited) == 1 and len(devices) == 1:
+        run = prepare_ensemble(members, data, cfg, strategy, devices)
+        if traced_memory_bound(run) <= MEMORY_FRACTION * free:
+            return unlimited, "whole", run
+        del run  # too large to be sure of: free it before planning chunks
     try:
         bounded = plan_chunks(len(members), member_memory_bound(members, cfg, data, strategy), free, len(devices),
                               max_members)
     except EnsembleMemoryError:  # the bound is loose: measure before giving up
         bounded = None
     if bounded is not None and len(bounded) == len(unlimited):
-        return bounded, "bound"
+        return bounded, "bound", None
     per_member = member_memory_bytes(members, cfg, data, strategy)
-    return plan_chunks(len(members), per_member, free, len(devices), max_members), "measured"
+    return plan_chunks(len(members), per_member, free, len(devices), max_members), "measured", None
 
 
 def plan_chunks(n_members: int, per_member_bytes: int, free_bytes: int, n_devices: int = 1,
@@ -482,14 +505,29 @@ def plan_chunks(n_members: int, per_member_bytes: int, free_bytes: int, n_device
 
 @dataclasses.dataclass
 class MemberResult:
-    """One member of a finished ensemble, as `mtl.train.TrainResult` has it."""
+    """One member of a finished ensemble, as `mtl.train.TrainResult` has it. Its stand-alone
+    `graphdef` and `params` are sliced from the ensemble's (host) stacks when first asked for:
+    building a member's graph costs about 0.07 s, and the estimators need only the losses."""
 
     tasks: tuple[str, ...]
-    graphdef: nnx.GraphDef
-    params: Any
     losses: np.ndarray  # (steps, n_tasks)
     seconds: float  # the ensemble's wall time divided by its members
     resumed_from: int | None
+    ensemble: "Ensemble" = dataclasses.field(repr=False)
+    stacked: Any = dataclasses.field(repr=False)  # the ensemble's final stacked parameters, on the host
+    index: int = 0  # this member's position in the ensemble
+
+    @functools.cached_property
+    def _split(self) -> tuple[nnx.GraphDef, Any]:
+        return self.ensemble.member_params(self.stacked, self.index)
+
+    @property
+    def graphdef(self) -> nnx.GraphDef:
+        return self._split[0]
+
+    @property
+    def params(self) -> Any:
+        return self._split[1]
 
     def model(self) -> MultiTaskNet:
         return nnx.merge(self.graphdef, self.params)
@@ -507,6 +545,40 @@ def _shard(tree: Any, mesh) -> Any:
     return jax.tree.map(put, tree)
 
 
+@dataclasses.dataclass
+class Prepared:
+    """An ensemble ready to train: its networks, initial state and training data on the device(s),
+    and its jitted step (which keeps its trace once traced: `traced_memory_bound`)."""
+
+    ens: Ensemble
+    state: Any
+    data: Any
+    step: Callable
+    mesh: Any  # a one-axis Mesh over several devices, or None
+
+
+def prepare_ensemble(members: Sequence[Sequence[Task]], train_split: Mapping[str, Any], cfg: TrainConfig,
+                     strategy: str, devices: Sequence) -> Prepared:
+    """Builds the ensemble of `members` (initial parameters as `train_network`'s), its optimizer state
+    and step, and puts the training data on the device(s), sharding the stacks over several."""
+    strategy = resolve_strategy(strategy)
+    members = [tuple(m) for m in members]
+    if not members or not all(members):
+        raise ValueError("an ensemble needs at least one member network, each with at least one task")
+    data = to_device(train_split, tuple({t.name: t for m in members for t in m}.values()))
+    ens = Ensemble.create(members, cfg, pad_to=len(devices))
+    tx = make_optimizer(cfg)
+    state = initial_state(ens.params, tx, cfg.balance, ens.mask.shape)
+    mesh = None
+    if len(devices) > 1:
+        from jax.sharding import Mesh
+
+        mesh = Mesh(np.asarray(devices), ("members",))
+        state = _shard(state, mesh)
+        data = jax.device_put(data, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    return Prepared(ens, state, data, make_ensemble_train_fn(ens, tx, cfg, strategy), mesh)
+
+
 def train_ensemble(
     members: Sequence[Sequence[Task]],
     train_split: Mapping[str, np.ndarray | jax.Array],
@@ -518,6 +590,7 @@ def train_ensemble(
     progress: bool = True,
     stop_after: int | None = None,
     desc: str | None = None,
+    prepared: "Prepared | None" = None,
 ) -> tuple[list[MemberResult], Ensemble, Any]:
     """Trains every member network (a task list each) at `cfg.size` in ONE program.
 
@@ -525,31 +598,22 @@ def train_ensemble(
     `mtl.train.train_network(member, train_split, cfg)`. With `checkpoint_dir`
     the ensemble state is saved every `cfg.checkpoint_every` steps and a rerun
     resumes from it; `stop_after` ends the run early, as if killed. No
-    chunking here: see `train_ensemble_and_evaluate`.
+    chunking here: see `train_ensemble_and_evaluate`. `prepared`: these members'
+    `prepare_ensemble` (as `plan_ensemble` returns it), whose traced step is reused.
     Raises TrainingDiverged naming the member network whose loss became NaN.
     """
     strategy = resolve_strategy(strategy)
     members = [tuple(m) for m in members]
-    if not members or not all(members):
-        raise ValueError("an ensemble needs at least one member network, each with at least one task")
-    devs = ensemble_devices(devices)
-    data = to_device(train_split, tuple({t.name: t for m in members for t in m}.values()))
-    ens = Ensemble.create(members, cfg, pad_to=len(devs))
-    tx = make_optimizer(cfg)
-    state = initial_state(ens.params, tx, cfg.balance, ens.mask.shape)
-    mesh = None
-    if len(devs) > 1:
-        from jax.sharding import Mesh
-
-        mesh = Mesh(np.asarray(devs), ("members",))
-        state = _shard(state, mesh)
-        data = jax.device_put(data, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    run = prepared or prepare_ensemble(members, train_split, cfg, strategy, ensemble_devices(devices))
+    if [tuple(m) for m in run.ens.layout.members] != [tuple(t.name for t in m) for m in members]:
+        raise ValueError("the prepared ensemble is of other member networks")
+    ens, state, data, mesh = run.ens, run.state, run.data, run.mesh
 
     def check(losses: np.ndarray, step0: int) -> None:
         for k, names in enumerate(ens.layout.members):
             check_finite(_member_losses(losses, ens.layout, k), names, step0, network="+".join(names))
 
-    loop = train_loop(state, data, make_ensemble_train_fn(ens, tx, cfg, strategy), cfg,
+    loop = train_loop(state, data, run.step, cfg,
                       checkpoint_dir=checkpoint_dir, stop_after=stop_after, progress=progress,
                       desc=desc or f"ensemble of {len(members)}" + (f" @{cfg.size:g}" if cfg.size != 1 else ""),
                       check=check, read=lambda chunk: np.stack(fetch(chunk)))
@@ -559,9 +623,8 @@ def train_ensemble(
     all_losses = loop.losses.reshape(-1, *ens.mask.shape)
     results = []
     for k, names in enumerate(ens.layout.members):
-        graphdef, p = ens.member_params(host, k)
-        results.append(MemberResult(names, graphdef, p, _member_losses(all_losses, ens.layout, k),
-                                    loop.seconds / len(members), loop.resumed_from))
+        results.append(MemberResult(names, _member_losses(all_losses, ens.layout, k), loop.seconds / len(members),
+                                    loop.resumed_from, ens, host, k))
     return results, ens, params
 
 
@@ -622,7 +685,7 @@ def train_ensemble_and_evaluate(
     strategy = resolve_strategy(strategy)
     members = [tuple(m) for m in members]
     devs = ensemble_devices(devices)
-    chunks, _ = plan_ensemble(members, cfg, splits["train"], strategy, devs, max_members)
+    chunks, _, prepared = plan_ensemble(members, cfg, splits["train"], strategy, devs, max_members)
     reports: list[dict[str, Any]] = [None] * len(members)  # type: ignore[list-item]
     for i, chunk in enumerate(chunks):
         part = [members[j] for j in chunk]
@@ -630,7 +693,8 @@ def train_ensemble_and_evaluate(
         ckpt = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), f"chunk-{i}")
         desc = f"ensemble {i + 1}/{len(chunks)}: {len(part)} networks" + (f" @{cfg.size:g}" if cfg.size != 1 else "")
         results, ens, params = train_ensemble(part, splits["train"], cfg, strategy=strategy, devices=devs,
-                                              checkpoint_dir=ckpt, progress=progress, desc=desc)
+                                              checkpoint_dir=ckpt, progress=progress, desc=desc, prepared=prepared)
+        prepared = None  # "whole": the one chunk
         fn = make_ensemble_eval_fn(ens, strategy)
         evals = {name: evaluate_ensemble(ens, params, to_device(split, union), strategy=strategy, eval_fn=fn)
                  for name, split in splits.items() if name != "train"}

@@ -300,7 +300,9 @@ def train_loop(state: dict, data: Batch, step: Callable, cfg, *, measured: Calla
     """Runs `step` (every `every`-th step `measured` instead) until ``cfg.steps``.
 
     With `checkpoint_dir` the state is saved every ``cfg.checkpoint_every`` steps and at the end,
-    and a checkpoint found there is resumed from. `stop_after` ends the run after that many steps
+    except that a save due less than ``cfg.checkpoint_min_seconds`` after the previous one (or the
+    start) is skipped: a run shorter than that writes none, and a kill loses at most that long plus
+    one interval. A checkpoint found there is resumed from. `stop_after` ends the run after that many steps
     without a final checkpoint, as if killed then. Once per chunk of ``cfg.steps_per_call`` steps
     the losses are read back (`read`, default numpy of the stacked chunk) and `check(losses,
     first step)` raises on a non-finite one; `postfix(last losses)` labels the progress bar."""
@@ -314,7 +316,8 @@ def train_loop(state: dict, data: Batch, step: Callable, cfg, *, measured: Calla
     read = read or (lambda chunk: np.asarray(jnp.stack(chunk)))
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     history: list[np.ndarray] = []
-    start = time.perf_counter()
+    start = last_save = time.perf_counter()
+    min_seconds = getattr(cfg, "checkpoint_min_seconds", 0.0)
     bar = _progress(total=cfg.steps, initial=int(state["step"]), enabled=progress, desc=desc)
     try:
         while int(state["step"]) < end:
@@ -337,8 +340,10 @@ def train_loop(state: dict, data: Batch, step: Callable, cfg, *, measured: Calla
             if postfix is not None:
                 bar.set_postfix(postfix(losses[-1]), refresh=False)
             done = int(state["step"])
-            if ckpt is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            due = ckpt is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps)
+            if due and time.perf_counter() - last_save >= min_seconds:
                 ckpt.save(state)  # orbax writes each process's shards
+                last_save = time.perf_counter()
     finally:
         bar.close()
         if ckpt is not None:

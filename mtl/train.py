@@ -73,6 +73,7 @@ class TrainConfig:
     seed: int = 0
     steps_per_call: int = 25  # steps between reads of the losses
     checkpoint_every: int = 500
+    checkpoint_min_seconds: float = 0.0  # a due checkpoint is skipped until this long after the last save (or the start)
     balance: str = "equal"  # how the task losses are combined: a method of mtl.balancing
 
     def __post_init__(self):
@@ -233,21 +234,32 @@ class Checkpoints:
     full disk raises `mtl.cli.DiskFullError` naming the directory and the
     checkpoint's size, instead of the tracebacks orbax's writer threads log
     (those are filtered out: `_quiet_disk_full`).
+
+    Orbax's manager is opened on first use (about 0.15 s): a run that finds no
+    directory and writes no checkpoint never opens one.
     """
 
     def __init__(self, directory: str | os.PathLike):
-        import orbax.checkpoint as ocp
-
-        _quiet_disk_full()
-        self._ocp = ocp
         self.directory = Path(directory).absolute()
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False,
-                                                 cleanup_tmp_directories=True),
-        )
+        self._manager = None
+
+    @property
+    def manager(self):
+        if self._manager is None:
+            import orbax.checkpoint as ocp
+
+            _quiet_disk_full()
+            self._ocp = ocp
+            self._manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False,
+                                                     cleanup_tmp_directories=True),
+            )
+        return self._manager
 
     def latest_step(self) -> int | None:
+        if self._manager is None and not self.directory.exists():
+            return None
         return self.manager.latest_step()
 
     def save(self, state: dict) -> None:
@@ -273,7 +285,8 @@ class Checkpoints:
         return self.manager.restore(self.manager.latest_step(), args=self._ocp.args.StandardRestore(abstract))
 
     def close(self) -> None:
-        self.manager.close()
+        if self._manager is not None:
+            self._manager.close()
 
 
 _QUIET = {"log": False}
@@ -375,8 +388,9 @@ def train_network(
     """Trains a network for `tasks` on `train_split` (modality -> array).
 
     With `checkpoint_dir`, the state is saved every `cfg.checkpoint_every`
-    steps and at the end, and a run finding a checkpoint there resumes from
-    it. `stop_after` ends the run after that many steps without a final
+    steps and at the end (skipping saves due within `cfg.checkpoint_min_seconds`
+    of the last one: `mtl.step.train_loop`), and a run finding a checkpoint
+    there resumes from it. `stop_after` ends the run after that many steps without a final
     checkpoint, as if it had been killed then (for tests of resumption).
 
     Raises TrainingDiverged when a task's loss becomes NaN or infinite.

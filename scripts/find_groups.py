@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="surrogate: random task subsets trained besides the singles and the all-task network")
     p.add_argument("--quick-fraction", type=float, default=QUICK_FRACTION,
                    help="quick: fraction of the schedule each of its networks is trained for")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/4, >= 50)")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="steps between checkpoints, exactly (default: every steps/4, at least 50, "
+                   "and never within 30 s of the previous save)")
     p.add_argument("--out", default=None, help="run directory (default runs/<timestamp>); rerun with the same "
                    "--out to resume")
     p.add_argument("--overwrite", action="store_true",

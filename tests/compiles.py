@@ -1,4 +1,5 @@
-"""Counting the programs XLA compiles inside a block (the names jax logs, e.g. 'jit(stage)')."""
+"""Counting what jax logs inside a block: the programs XLA compiles (the names jax logs, e.g.
+'jit(stage)') and the functions it traces for jit (e.g. 'step')."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ import jax
 
 
 @contextlib.contextmanager
-def compiled_programs():
-    """Yields a list that fills with the name of every program compiled inside the block."""
+def _logged(pattern: str):
     names: list[str] = []
 
     class Record(logging.Handler):
         def emit(self, record):
-            m = re.search(r"Finished XLA compilation of (\S+)", record.getMessage())
+            m = re.search(pattern, record.getMessage())
             if m:
                 names.append(m.group(1))
 
@@ -27,3 +27,13 @@ def compiled_programs():
             yield names
     finally:
         logger.removeHandler(handler)
+
+
+def compiled_programs():
+    """A context manager yielding a list that fills with the name of every program compiled inside the block."""
+    return _logged(r"Finished XLA compilation of (\S+)")
+
+
+def traced_functions():
+    """A context manager yielding a list that fills with the name of every function traced for jit inside the block."""
+    return _logged(r"Finished tracing (\S+) for jit")

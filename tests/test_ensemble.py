@@ -107,16 +107,38 @@ def test_the_plan_compiles_the_probe_only_where_memory_could_limit_the_chunks(ti
     cpu = jax.devices("cpu")[:1]
     bound = member_memory_bound(MEMBERS, CFG, tiny, "unroll")
     measured = member_memory_bytes(MEMBERS, CFG, tiny, "unroll")
-    # Plenty of memory: the bound shows one chunk fits, nothing is compiled.
+    # Plenty of memory: the whole ensemble's own trace shows it fits, nothing is compiled.
     monkeypatch.setattr(ensemble, "free_memory_bytes", lambda d: 100 * len(MEMBERS) * bound)
-    assert plan_ensemble(MEMBERS, CFG, tiny, "unroll", cpu) == ([range(0, 4)], "bound")
+    chunks, how, run = plan_ensemble(MEMBERS, CFG, tiny, "unroll", cpu)
+    assert (chunks, how) == ([range(0, 4)], "whole") and run.ens.layout.members == tuple(
+        tuple(t.name for t in m) for m in MEMBERS)
+    # Two chunks at most 2 members (max_members): one member's bound shows they fit.
+    assert plan_ensemble(MEMBERS, CFG, tiny, "unroll", cpu, max_members=2) == (
+        [range(0, 2), range(2, 4)], "bound", None)
     # Room for 2 members by the measurement but not by the bound: measured, 2 chunks of 2.
     monkeypatch.setattr(ensemble, "free_memory_bytes", lambda d: int(2.5 * measured / ensemble.MEMORY_FRACTION))
-    assert plan_ensemble(MEMBERS, CFG, tiny, "unroll", cpu) == ([range(0, 2), range(2, 4)], "measured")
+    assert plan_ensemble(MEMBERS, CFG, tiny, "unroll", cpu) == ([range(0, 2), range(2, 4)], "measured", None)
     # Not even one member by either: the measured error.
     monkeypatch.setattr(ensemble, "free_memory_bytes", lambda d: measured // 2)
     with pytest.raises(EnsembleMemoryError, match="one network's training step needs"):
         plan_ensemble(MEMBERS, CFG, tiny, "unroll", cpu)
+
+
+def test_the_whole_plan_is_trained_from_and_its_step_is_traced_once(tiny):
+    from tests.compiles import traced_functions
+
+    cpu = jax.devices("cpu")[:1]
+    plain, _, _ = train_ensemble(MEMBERS, tiny, CFG, strategy="unroll", devices=cpu, progress=False)
+    with traced_functions() as traced:
+        chunks, how, run = plan_ensemble(MEMBERS, CFG, tiny, "unroll", cpu)
+        assert how == "whole" and traced.count("step") == 1
+        planned, _, _ = train_ensemble(MEMBERS, tiny, CFG, strategy="unroll", devices=cpu, progress=False,
+                                       prepared=run)
+    assert traced.count("step") == 1  # training reused the plan's trace
+    for a, b in zip(planned, plain, strict=True):
+        np.testing.assert_array_equal(a.losses, b.losses)
+    with pytest.raises(ValueError, match="prepared ensemble is of other member networks"):
+        train_ensemble(MEMBERS[:2], tiny, CFG, devices=cpu, progress=False, prepared=run)
 
 
 def test_chunked_training_equals_one_ensemble_and_reports_every_member(tiny, one_at_a_time):

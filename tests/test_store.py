@@ -13,6 +13,7 @@ import pytest
 from grouping.find_groups import Options, find_groups, setup
 from grouping.dataspec import DataSpec
 from grouping.runner import candidate_specs
+import mtl.train as mtl_train
 from grouping.store import SCHEMA_VERSION, ResultsStore, StoreError, canonical_json, code_version, key_hash
 
 SETTINGS = {"kind": "network", "tasks": ["seg", "depth"], "train": {"steps": 20, "size": 1.0, "seed": 0},
@@ -132,3 +133,18 @@ def test_a_rerun_reuses_every_stored_network_and_trains_nothing(tmp_path, monkey
     timing = report["run"]["timing"]
     assert timing["trained"] == 0 and timing["reused"] == len(specs) == 9
     assert any("1 finished job(s) from other settings or code versions" in line for line in lines)
+
+
+def test_the_checkpoint_floor_applies_to_the_default_interval_only_and_is_not_in_the_key(tmp_path):
+    from grouping.runner import DEFAULT_CHECKPOINT_MIN_SECONDS, Runner, train_settings
+
+    data = DataSpec("scenes", 32, 0, (16, 8, 8))
+    cfgs = {}
+    for every in (None, 10):
+        with ResultsStore(tmp_path / f"{every}.sqlite") as store:
+            runner = Runner([], data, mtl_train.TrainConfig(steps=600), tmp_path, store, checkpoint_every=every,
+                            data_settings={"source": "scenes"})
+            cfgs[every] = runner._cfg(1.0, None)
+    assert (cfgs[None].checkpoint_every, cfgs[None].checkpoint_min_seconds) == (150, DEFAULT_CHECKPOINT_MIN_SECONDS)
+    assert (cfgs[10].checkpoint_every, cfgs[10].checkpoint_min_seconds) == (10, 0.0)
+    assert train_settings(cfgs[None]) == train_settings(cfgs[10])  # how often to save changes no number

@@ -98,3 +98,28 @@ def test_even_batch_splits_a_split_into_equal_batches_or_falls_back():
     assert even_batch(64) == 64 and even_batch(12) == 12  # a split smaller than a batch is one batch
     assert even_batch(97) == 64  # prime: no divisor in 32..64, so batches of 64 and a short last one
     assert even_batch(96) == 48
+
+
+def test_a_checkpoint_due_sooner_than_min_seconds_after_the_last_is_skipped(tmp_path, monkeypatch):
+    """Each step takes 1 s on a fake clock; checkpoints are due every 5 steps, allowed 7 s apart:
+    due at 5 (5 s after the start: skipped), 10 (saved), 15 (5 s later: skipped), 20 (saved)."""
+    import types
+
+    import jax.numpy as jnp
+
+    import mtl.step
+
+    clock = [0.0]
+    monkeypatch.setattr(mtl.step, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def step(state, data):
+        clock[0] += 1.0
+        return {**state, "step": state["step"] + 1}, jnp.zeros(())
+
+    state = {"step": jnp.int32(0), "w": jnp.arange(3.0)}
+    for min_seconds, saved in ((7.0, [10, 20]), (1e6, []), (0.0, [15, 20])):  # max_to_keep=2: the last two
+        cfg = TrainConfig(steps=20, steps_per_call=5, checkpoint_every=5, checkpoint_min_seconds=min_seconds)
+        mtl.step.train_loop(state, {}, step, cfg, checkpoint_dir=tmp_path / str(min_seconds), progress=False)
+        ckpt = Checkpoints(tmp_path / str(min_seconds))
+        assert sorted(ckpt.manager.all_steps()) == saved, min_seconds
+        ckpt.close()
