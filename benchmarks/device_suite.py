@@ -202,7 +202,7 @@ def part_mfu(s: Sizes, peak: float | None) -> dict:
 
     from benchmarks.sweep_vs_pytorch import candidates
     from mtl.cost import network_flops
-    from mtl.ensemble import Ensemble, make_ensemble_train_fn, resolve_strategy
+    from mtl.stacked import Ensemble, make_ensemble_train_fn, resolve_strategy
     from mtl.train import TrainConfig, initial_state, make_optimizer, to_device
     from tasks.registry import resolve_tasks
 

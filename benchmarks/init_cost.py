@@ -7,7 +7,7 @@ initialisers.
 Each measurement runs in a fresh process (compiled programs are cached per process), on the
 ground truth's tasks: the first full-size network, then the first half-size one; and, in a process
 of its own, quick's two ensembles (the 5 singles and the all-task network at full size, the 5
-half-size singles; `mtl.ensemble.Ensemble.create`). Both sides draw the same values (tests/test_model.py).
+half-size singles; `mtl.stacked.Ensemble.create`). Both sides draw the same values (tests/test_model.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def measure(flax_init: bool, part: str) -> dict[str, float]:
     from flax import nnx
 
     import mtl.model
-    from mtl.ensemble import Ensemble
+    from mtl.stacked import Ensemble
     from mtl.train import TrainConfig, build_model
     from tasks.registry import resolve_tasks
 

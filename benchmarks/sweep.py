@@ -40,7 +40,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mtl import runtime  # noqa: E402
-from mtl.ensemble import Ensemble, make_ensemble_train_fn, resolve_strategy, train_ensemble  # noqa: E402
+from mtl.ensemble import train_ensemble  # noqa: E402
+from mtl.stacked import Ensemble, make_ensemble_train_fn, resolve_strategy  # noqa: E402
 from mtl.train import TrainConfig, initial_state, make_optimizer, to_device, train_network  # noqa: E402
 from tasks.registry import resolve_tasks  # noqa: E402
 from tasks.scenes import render_scenes  # noqa: E402

@@ -114,7 +114,8 @@ def run_ours(specs, by_name, train, validation, cfg: TrainConfig, strategy: str,
     each phase timed. `eval_batch`: evaluate_ensemble's batch (None: the library's `even_batch`)."""
     import dataclasses
 
-    from mtl.ensemble import ensemble_devices, evaluate_ensemble, plan_ensemble, resolve_strategy, train_ensemble
+    from mtl.ensemble import ensemble_devices, evaluate_ensemble, plan_ensemble, train_ensemble
+    from mtl.stacked import resolve_strategy
     from mtl.train import even_batch, to_device
 
     strategy = resolve_strategy(strategy)

@@ -176,7 +176,7 @@ def torch_vmap_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, chan
 
 def jax_ensemble_step_fn(data: dict[str, np.ndarray], batch: int, steps: int, models: int):
     """`models` copies of the standard network as one of our ensembles (mtl.ensemble)."""
-    from mtl.ensemble import Ensemble, make_ensemble_train_fn, resolve_strategy
+    from mtl.stacked import Ensemble, make_ensemble_train_fn, resolve_strategy
 
     tasks = resolve_tasks(TASKS)
     cfg = TrainConfig(batch_size=batch, steps=steps)

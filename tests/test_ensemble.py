@@ -13,7 +13,6 @@ import pytest
 
 from mtl.ensemble import (
     EnsembleMemoryError,
-    Layout,
     ensemble_devices,
     evaluate_ensemble,
     member_memory_bound,
@@ -23,6 +22,7 @@ from mtl.ensemble import (
     train_ensemble,
     train_ensemble_and_evaluate,
 )
+from mtl.stacked import Layout
 from mtl.train import TrainConfig, TrainingDiverged, evaluate, to_device, train_network
 from tasks.registry import resolve_tasks
 from tasks.scenes import render_scenes

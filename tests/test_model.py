@@ -102,7 +102,7 @@ def test_building_an_ensemble_compiles_no_program_per_parameter_shape():
     shapes): before, this compiled 43 programs, one or two per shape."""
     import jax
 
-    from mtl.ensemble import Ensemble
+    from mtl.stacked import Ensemble
     from mtl.train import TrainConfig
     from tasks.registry import resolve_tasks
     from tests.compiles import compiled_programs
