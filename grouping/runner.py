@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from grouping.dataspec import DataSpec
 from grouping.selection import network_label, subsets_by_size
 from grouping.store import SCHEMA_VERSION, ResultsStore, code_version, key_hash
 
@@ -83,18 +84,27 @@ def candidate_specs(names: Sequence[str], *, half_size: bool = True, max_size: i
 
 @dataclasses.dataclass
 class Trained:
-    """A finished network: per-task validation and test losses and metrics."""
+    """A finished network: per-task validation and test losses and metrics (test: None for a network
+    trained with a shortened schedule, which is estimator evidence only: `Runner.train`)."""
 
     spec: NetSpec
     steps: int
     validation: dict[str, dict[str, Any]]
-    test: dict[str, dict[str, Any]]
+    test: dict[str, dict[str, Any]] | None
     train_seconds: float
     reused: bool = False
     resumed_from: int | None = None
 
     def loss(self, task: str, split: str = "validation") -> float:
-        return float(getattr(self, split)[task]["loss"])
+        values = getattr(self, split)
+        if values is None:
+            raise ValueError(f"network {self.spec.label} ({self.steps} steps, a shortened schedule) was evaluated "
+                             f"on the validation split only, not on {split!r}")
+        return float(values[task]["loss"])
+
+
+#: The splits a network of the full schedule is evaluated on.
+EVALUATED = ("validation", "test")
 
 
 def train_settings(cfg) -> dict[str, Any]:
@@ -186,14 +196,23 @@ class Runner:
 
     def train(self, specs: Iterable[NetSpec], *, steps: int | None = None, phase: str = "estimate") -> dict[NetSpec, Trained]:
         """Each network once; stored ones are read back. The missing networks of
-        one width train together as an ensemble (unless ``ensemble=False``)."""
+        one width train together as an ensemble (unless ``ensemble=False``).
+
+        Networks of the full schedule are evaluated on the validation and test
+        splits. Networks of a shortened schedule (``steps`` below the full
+        one: esa's and quick's) are evaluated on the validation split only:
+        they are evidence for an estimate, never a network anyone is served
+        or scored by, and their test pass was 3% of quick's wall time."""
         from grouping.store import canonical_json
 
         specs = list(dict.fromkeys(specs))
         cfgs = {spec: self._cfg(spec.size, steps, spec.balance) for spec in specs}
         settings = {spec: self.settings(spec, cfgs[spec]) for spec in specs}
         self.keys.update(canonical_json(settings[spec]) for spec in specs)
+        splits = EVALUATED if steps is None or steps >= self.cfg.steps else ("validation",)
         hits = {spec: self.store.get(settings[spec]) for spec in specs}
+        hits = {spec: hit if hit is not None and all(hit.get(s) is not None for s in splits) else None
+                for spec, hit in hits.items()}  # a validation-only row does not serve a full request
         missing = [spec for spec in specs if hits[spec] is None]
         seconds: dict[NetSpec, float] = {}
         if missing:
@@ -206,7 +225,7 @@ class Runner:
             for size, group in by_size.items():
                 t0 = time.perf_counter()
                 if self.ensemble and len(group) > 1:
-                    for spec, result in zip(group, self._train_many(group, cfgs[group[0]], settings)):
+                    for spec, result in zip(group, self._train_many(group, cfgs[group[0]], settings, splits)):
                         hits[spec] = result
                     for spec in group:
                         seconds[spec] = (time.perf_counter() - t0) / len(group)
@@ -214,7 +233,7 @@ class Runner:
                 else:
                     for spec in group:
                         t0 = time.perf_counter()
-                        hits[spec] = self._train_one(spec, cfgs[spec], settings[spec])
+                        hits[spec] = self._train_one(spec, cfgs[spec], settings[spec], splits)
                         seconds[spec] = time.perf_counter() - t0
                         bar.update(1)
         finally:
@@ -222,7 +241,7 @@ class Runner:
         out: dict[NetSpec, Trained] = {}
         for spec in specs:
             hit, reused = hits[spec], spec not in seconds
-            out[spec] = Trained(spec, cfgs[spec].steps, hit["validation"], hit["test"], hit["train_seconds"], reused,
+            out[spec] = Trained(spec, cfgs[spec].steps, hit["validation"], hit.get("test"), hit["train_seconds"], reused,
                                 hit.get("resumed_from") if not reused else None)
             self.log.append({"phase": phase, "network": spec.label, "size": spec.size, "steps": cfgs[spec].steps,
                              "reused": reused, "seconds": seconds.get(spec, 0.0),
@@ -234,20 +253,25 @@ class Runner:
         """Checks a trained network's report, stores it, returns the stored result."""
         from mtl.train import TrainingDiverged
 
-        for split in ("validation", "test"):
-            for t in spec.tasks:
+        for split in EVALUATED:
+            for t in spec.tasks if split in report else ():
                 value = float(report[split][t]["loss"])
                 if not math.isfinite(value):
                     self.store.put_failed(settings, f"{spec.label}: {TrainingDiverged(t, cfg.steps, value)}")
                     raise TrainingDiverged(t, cfg.steps, value)
-        result = {"validation": report["validation"], "test": report["test"],
+        result = {"validation": report["validation"], "test": report.get("test"),
                   "train_seconds": float(report["train_seconds"]), "steps": cfg.steps,
                   "resumed_from": report.get("resumed_from"),
                   "final_train_loss": report.get("final_train_loss")}
         self.store.put(settings, result)
         return result
 
-    def _train_many(self, specs: Sequence[NetSpec], cfg, settings: Mapping[NetSpec, Mapping]) -> list[dict[str, Any]]:
+    def _evaluation_splits(self, splits: Sequence[str]) -> dict[str, Any]:
+        """The data's splits but those not to evaluate on (the training split is kept)."""
+        return {name: split for name, split in self.splits.items() if name == "train" or name in splits}
+
+    def _train_many(self, specs: Sequence[NetSpec], cfg, settings: Mapping[NetSpec, Mapping],
+                    splits: Sequence[str] = ("validation", "test")) -> list[dict[str, Any]]:
         """Networks of one width as ensembles (`mtl.ensemble`); each is stored as soon as its chunk is done."""
         import mtl.ensemble
         from grouping.store import canonical_json
@@ -263,7 +287,7 @@ class Runner:
 
         try:
             mtl.ensemble.train_ensemble_and_evaluate(
-                members, self.splits, cfg, devices=self.devices, max_members=self.max_members,
+                members, self._evaluation_splits(splits), cfg, devices=self.devices, max_members=self.max_members,
                 checkpoint_dir=ckpt, progress=self.progress, on_member=store)
         except TrainingDiverged as e:
             for spec in specs:  # one width per ensemble: the task list names the network
@@ -273,13 +297,14 @@ class Runner:
         shutil.rmtree(ckpt, ignore_errors=True)  # stored: the checkpoints are no longer needed
         return results  # type: ignore[return-value]
 
-    def _train_one(self, spec: NetSpec, cfg, settings) -> dict[str, Any]:
+    def _train_one(self, spec: NetSpec, cfg, settings, splits: Sequence[str] = ("validation", "test")) -> dict[str, Any]:
         from mtl.train import TrainingDiverged, train_and_evaluate
 
         tasks = [self.by_name[t] for t in spec.tasks]
         ckpt = self.checkpoint_dir(spec.label, settings)
         try:
-            report = train_and_evaluate(tasks, self.splits, cfg, checkpoint_dir=ckpt, progress=self.progress)
+            report = train_and_evaluate(tasks, self._evaluation_splits(splits), cfg, checkpoint_dir=ckpt,
+                                        progress=self.progress)
         except TrainingDiverged as e:
             self.store.put_failed(settings, f"{spec.label}: {e}")
             raise TrainingDiverged(e.task, e.step, e.value) from None

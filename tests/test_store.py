@@ -148,3 +148,33 @@ def test_the_checkpoint_floor_applies_to_the_default_interval_only_and_is_not_in
     assert (cfgs[None].checkpoint_every, cfgs[None].checkpoint_min_seconds) == (150, DEFAULT_CHECKPOINT_MIN_SECONDS)
     assert (cfgs[10].checkpoint_every, cfgs[10].checkpoint_min_seconds) == (10, 0.0)
     assert train_settings(cfgs[None]) == train_settings(cfgs[10])  # how often to save changes no number
+
+
+def test_a_shortened_schedule_is_evaluated_on_validation_only_and_never_serves_a_full_request(tmp_path, monkeypatch):
+    from grouping.runner import NetSpec, Runner
+    from tasks.registry import resolve_tasks
+
+    monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
+    data = DataSpec("scenes", 32, 0, (16, 8, 8))
+    tasks = resolve_tasks("seg,depth")
+    specs = [NetSpec(("seg",)), NetSpec(("depth",))]
+
+    def runner(steps, store):
+        return Runner(tasks, data, mtl_train.TrainConfig(steps=steps, batch_size=4, steps_per_call=5),
+                      tmp_path / "run", store, progress=False)
+
+    with ResultsStore(tmp_path / "store.sqlite") as store:
+        long = runner(20, store)
+        short = long.train(specs, steps=10)  # quick's and esa's kind: evidence only
+        for tr in short.values():
+            assert tr.test is None and tr.loss(tr.spec.tasks[0]) > 0
+            with pytest.raises(ValueError, match=r"network seg|network depth"):
+                tr.loss(tr.spec.tasks[0], "test")
+        assert all(tr.reused for tr in long.train(specs, steps=10).values())
+        full = long.train(specs)
+        assert all(not tr.reused and tr.loss(tr.spec.tasks[0], "test") > 0 for tr in full.values())
+        # A run whose full schedule is those 10 steps has the same store keys but needs the test split:
+        # the validation-only rows are trained again, with both splits.
+        again = runner(10, store).train(specs)
+        assert all(not tr.reused and tr.test is not None for tr in again.values())
+        assert all(tr.reused and tr.test is not None for tr in runner(10, store).train(specs).values())
