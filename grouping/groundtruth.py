@@ -223,10 +223,11 @@ def _changes_over_seeds(rows: Sequence[Mapping[str, Mapping[str, float] | None]]
 
 
 def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: Mapping[str, float] | None = None,
-             objective: str | Objective = DEFAULT_OBJECTIVE, network_costs: CostTable | None = None) -> dict[str, Any]:
+             objective: str | Objective = DEFAULT_OBJECTIVE, network_costs: CostTable | None = None,
+             seconds: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The whole evaluation of a ground-truth record (`scripts/ground_truth.py`'s JSON), for optimal and
     every estimator whose evidence every seed's record holds. `costs`: each estimator's cost in all-task
-    runs; `network_costs`: what the networks cost at inference, the budgets' unit (None: nominal). Budgets
+    runs, and `seconds` its wall time, as benchmarks/estimation_cost.py measured them; `network_costs`: what the networks cost at inference, the budgets' unit (None: nominal). Budgets
     below the cheapest cover are left out and listed under ``infeasible_budgets``."""
     obj = get_objective(objective)
     names = tuple(gt["tasks"])
@@ -310,6 +311,7 @@ def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: M
             "orientation": "change[t][u]: t = the task whose loss changes (row), u = its partner (column)",
             "change": transfer},
         "cost_all_task_runs": dict(costs) if costs else None,
+        "cost_seconds": dict(seconds) if seconds else None,
         "targets": targets, "per_seed": per_seed, "networks": networks,
     }
 
@@ -356,16 +358,16 @@ def markdown(ev: Mapping[str, Any]) -> str:
     if infeasible:
         out += [f"Infeasible budgets (below the cheapest cover, {ev['cost']['minimum_budget']:.4g}): "
                 f"{', '.join(infeasible)}.", ""]
-    costs = ev.get("cost_all_task_runs") or {}
-    out += ["| estimator | mean regret vs optimal (%) | ± std over seeds | within seed noise | cost (all-task runs) |",
-            "|---|---|---|---|---|"]
+    costs, seconds = ev.get("cost_all_task_runs") or {}, ev.get("cost_seconds") or {}
+    out += ["| estimator | mean regret vs optimal (%) | ± std over seeds | within seed noise | cost (all-task runs) "
+            "| wall time (s) |", "|---|---|---|---|---|---|"]
     for m in _estimators(ev) + ("random_mean",) + _balancing_keys(ev):
         a = ev["average_regret_percent"].get(m)
         if a is None:  # a "both" row some budget of this view lacks
             continue
-        cost = costs.get(m if m != "random_mean" else "", None)
+        cost, wall = costs.get(m), seconds.get(m)
         out.append(f"| {label(m)} | {a['mean']:+.2f} | {a['std']:.2f} | {'yes' if a['within_seed_noise'] else 'no'} | "
-                   f"{'' if cost is None else f'{cost:.2f}'} |")
+                   f"{'' if cost is None else f'{cost:.2f}'} | {'' if wall is None else f'{wall:.1f}'} |")
     if "exhaustive" in costs:
         out += ["", f"Optimal's evidence, exhaustive training, costs {costs['exhaustive']:.2f} all-task runs."]
     changes = [f"{b:g}" for b, c in zip(budgets, ev["optimal_choice_changes_between_seeds"]) if c]

@@ -87,12 +87,17 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
     """Linear warm-up, then cosine decay to 1% of the peak rate."""
     warmup = max(1, int(cfg.warmup_fraction * cfg.steps))
-    schedule = optax.warmup_cosine_decay_schedule(
+    return optax.warmup_cosine_decay_schedule(
         0.0, cfg.learning_rate, warmup, max(cfg.steps, warmup + 1), end_value=cfg.learning_rate * 0.01
     )
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """AdamW (or SGD with momentum) on `learning_rate_schedule`."""
+    schedule = learning_rate_schedule(cfg)
     if cfg.optimizer == "adamw":
         return optax.adamw(schedule, weight_decay=cfg.weight_decay)
     return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.sgd(schedule, momentum=cfg.momentum))

@@ -57,8 +57,9 @@ weights at every budget: grouping, balancing, or both.
 
 The tables run directly through `python scripts/select_networks.py --table
 .../seed0/results.txt --test-table .../seed0/results_test.txt`. Estimator costs
-(in all-task training runs) are read from benchmarks/results/estimation_cost.json
-when it exists (`python benchmarks/estimation_cost.py`).
+(in all-task training runs) and wall times are read from
+benchmarks/results/estimation_cost.json when it exists (`python
+benchmarks/estimation_cost.py`).
 """
 
 from __future__ import annotations
@@ -415,15 +416,16 @@ def main(argv=None) -> int:
     else:
         gt = train(args, names, seeds, out)
     write_tables(gt, out)
-    costs = None
+    costs = seconds = None
     cost_file = ROOT / "benchmarks" / "results" / "estimation_cost.json"
     if cost_file.is_file():
-        costs = json.loads(cost_file.read_text()).get("units")
+        measured = json.loads(cost_file.read_text())
+        costs, seconds = measured.get("units"), measured.get("seconds")
     constants = constant_test_losses(gt)
     if constants is not None and gt.get("constant_test_losses") != constants:  # kept for later renderers
         gt["constant_test_losses"] = {t: float(v) for t, v in constants.items()}
         (out / "ground_truth.json").write_text(json.dumps(gt, indent=1) + "\n")
-    views = {kind: evaluation_view(args, gt, budgets, costs, kind) for kind in kinds}  # all computed, then written
+    views = {kind: evaluation_view(args, gt, budgets, costs, seconds, kind) for kind in kinds}  # all computed, then written
     for kind, ev in views.items():
         suffix = "" if kind == "nominal" else f"_{kind}"
         md = G.markdown(ev)
@@ -438,14 +440,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def evaluation_view(args, gt: dict, budgets, costs, kind: str) -> dict:
+def evaluation_view(args, gt: dict, budgets, costs, seconds, kind: str) -> dict:
     """The evaluation with the networks priced by `kind` (nominal: Standley's units, no cost table)."""
     from grouping import groundtruth as G
     from grouping.costs import cost_table
     from grouping.store import ResultsStore
 
     if kind == "nominal":
-        return G.evaluate(gt, budgets, costs, args.objective)
+        return G.evaluate(gt, budgets, costs, args.objective, seconds=seconds)
     resolution = gt["settings"]["data"]["resolution"]
     if kind == "flops":
         table = cost_table(gt["tasks"], kind, resolution=resolution)
@@ -453,7 +455,7 @@ def evaluation_view(args, gt: dict, budgets, costs, kind: str) -> dict:
         with ResultsStore(Path(args.run_dir) / "store.sqlite", lock=False) as store:
             table = cost_table(gt["tasks"], kind, resolution=resolution, latency_batch=args.latency_batch,
                                store=store, progress=not args.quiet)
-    return G.evaluate(gt, budgets, costs, args.objective, table)
+    return G.evaluate(gt, budgets, costs, args.objective, table, seconds=seconds)
 
 
 if __name__ == "__main__":

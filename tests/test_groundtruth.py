@@ -112,7 +112,7 @@ def test_seeds_are_aggregated_and_noise_is_flagged():
         rec, _ = random_record(100 + s)
         runs[str(s)] = rec
     gt = {"tasks": list(NAMES), "runs": runs}
-    ev = G.evaluate(gt, BUDGETS, {"tag": 1.1})
+    ev = G.evaluate(gt, BUDGETS, {"tag": 1.1}, seconds={"tag": 12.34})
     per = [G.evaluate_seed(runs[str(s)], NAMES, BUDGETS) for s in range(3)]
     for i in range(len(BUDGETS)):
         values = [p["totals"]["hoa"][i] for p in per]
@@ -125,6 +125,7 @@ def test_seeds_are_aggregated_and_noise_is_flagged():
     assert ev["cost_all_task_runs"] == {"tag": 1.1}
     text = G.markdown(ev)
     assert "| TAG |" in text and "Targets:" in text
+    assert any(row.startswith("| TAG | ") and row.endswith("| 1.10 | 12.3 |") for row in text.splitlines())
 
 
 def test_standley_tables_round_trip(tmp_path):
