@@ -271,7 +271,7 @@ class Runner:
         return {name: split for name, split in self.splits.items() if name == "train" or name in splits}
 
     def _train_many(self, specs: Sequence[NetSpec], cfg, settings: Mapping[NetSpec, Mapping],
-                    splits: Sequence[str] = ("validation", "test")) -> list[dict[str, Any]]:
+                    splits: Sequence[str] = EVALUATED) -> list[dict[str, Any]]:
         """Networks of one width as ensembles (`mtl.ensemble`); each is stored as soon as its chunk is done."""
         import mtl.ensemble
         from grouping.store import canonical_json
@@ -297,7 +297,7 @@ class Runner:
         shutil.rmtree(ckpt, ignore_errors=True)  # stored: the checkpoints are no longer needed
         return results  # type: ignore[return-value]
 
-    def _train_one(self, spec: NetSpec, cfg, settings, splits: Sequence[str] = ("validation", "test")) -> dict[str, Any]:
+    def _train_one(self, spec: NetSpec, cfg, settings, splits: Sequence[str] = EVALUATED) -> dict[str, Any]:
         from mtl.train import TrainingDiverged, train_and_evaluate
 
         tasks = [self.by_name[t] for t in spec.tasks]
