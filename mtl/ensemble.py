@@ -257,7 +257,8 @@ def plan_chunks(n_members: int, per_member_bytes: int, free_bytes: int, n_device
 class MemberResult:
     """One member of a finished ensemble, as `mtl.train.TrainResult` has it. Its stand-alone
     `graphdef` and `params` are sliced from the ensemble's (host) stacks when first asked for:
-    building a member's graph costs about 0.07 s, and the estimators need only the losses."""
+    building a member's graph costs about 0.08 s (README, quick's cost), and the estimators need only
+    the losses."""
 
     tasks: tuple[str, ...]
     losses: np.ndarray  # (steps, n_tasks)
@@ -265,7 +266,7 @@ class MemberResult:
     resumed_from: int | None
     ensemble: "Ensemble" = dataclasses.field(repr=False)
     stacked: Any = dataclasses.field(repr=False)  # the ensemble's final stacked parameters, on the host
-    index: int = 0  # this member's position in the ensemble
+    index: int  # this member's position in the ensemble
 
     @functools.cached_property
     def _split(self) -> tuple[nnx.GraphDef, Any]:

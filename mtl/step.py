@@ -317,7 +317,6 @@ def train_loop(state: dict, data: Batch, step: Callable, cfg, *, measured: Calla
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     history: list[np.ndarray] = []
     start = last_save = time.perf_counter()
-    min_seconds = getattr(cfg, "checkpoint_min_seconds", 0.0)
     bar = _progress(total=cfg.steps, initial=int(state["step"]), enabled=progress, desc=desc)
     try:
         while int(state["step"]) < end:
@@ -341,7 +340,7 @@ def train_loop(state: dict, data: Batch, step: Callable, cfg, *, measured: Calla
                 bar.set_postfix(postfix(losses[-1]), refresh=False)
             done = int(state["step"])
             due = ckpt is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps)
-            if due and time.perf_counter() - last_save >= min_seconds:
+            if due and time.perf_counter() - last_save >= cfg.checkpoint_min_seconds:
                 ckpt.save(state)  # orbax writes each process's shards
                 last_save = time.perf_counter()
     finally:

@@ -240,7 +240,7 @@ class Checkpoints:
     checkpoint's size, instead of the tracebacks orbax's writer threads log
     (those are filtered out: `_quiet_disk_full`).
 
-    Orbax's manager is opened on first use (about 0.15 s): a run that finds no
+    Orbax's manager is opened on first use (about 0.1 s): a run that finds no
     directory and writes no checkpoint never opens one.
     """
 
