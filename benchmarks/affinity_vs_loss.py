@@ -1,8 +1,8 @@
 """Do the one-run affinities say anything about losses? Checked on a ground-truth record, no training.
 
-tag and cs choose groups from one all-task training run and predict no
-losses (grouping/methods/tag.py). Before inventing loss numbers from their
-matrices, this measures whether the matrices carry loss information at all.
+tag and cs choose groups from one all-task training run and read losses
+off their matrices to first order (grouping/methods/tag.py). This measures
+whether the matrices carry loss information at all.
 For every seed, every full-size network S of fewer than all tasks and every
 task j in S, from the record's validation losses:
 
@@ -46,12 +46,21 @@ MATRICES = {"tag": lambda run: run.get("tag"), "cs": lambda run: run.get("cs"),
 
 
 def schedule_sum(train: dict) -> float:
-    """Sum of the learning rates of the schedule that trained the record (`mtl.train.learning_rate_schedule`)."""
-    from mtl.train import TrainConfig, learning_rate_schedule
+    """Sum of the learning rates of the schedule that trained the record (`mtl.train.learning_rate_sum`)."""
+    from mtl.train import TrainConfig, learning_rate_sum
 
-    cfg = TrainConfig(**{k: train[k] for k in ("steps", "learning_rate", "warmup_fraction")})
-    schedule = learning_rate_schedule(cfg)
-    return float(sum(float(schedule(t)) for t in range(cfg.steps)))
+    return learning_rate_sum(TrainConfig(**{k: train[k] for k in ("steps", "learning_rate", "warmup_fraction")}))
+
+
+def first_order_errors(run: dict, names: tuple[str, ...], matrix: np.ndarray, kappa: float) -> np.ndarray:
+    """|ln L_hat_j(S) - ln L_j(S)| of tag's own reading (`grouping.methods.tag.first_order_losses`, anchored at
+    the record's all-task network), for the pairs of `pairs`, in its order."""
+    from grouping.methods.tag import first_order_losses
+
+    validation = run["validation"]
+    read = first_order_losses(names, matrix, kappa, validation[network_label(names)])
+    return np.asarray([abs(np.log(read[network_label(s)][t] / validation[network_label(s)][t]))
+                       for k in range(1, len(names)) for s in itertools.combinations(names, k) for t in s])
 
 
 def pairs(run: dict, names: tuple[str, ...], matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +97,9 @@ def analyse(gt: dict) -> dict:
                  "correlation_per_seed": {s: float(np.corrcoef(*p)[0, 1]) for s, p in per_seed.items()},
                  "median_abs_log_change": float(np.median(np.abs(y)))}
         if kind == "tag":
-            entry["first_order_median_abs_error"] = float(np.median(np.abs(kappa * x - y)))
+            entry["first_order_median_abs_error"] = float(np.median(np.concatenate(
+                [first_order_errors(gt["runs"][s], names, np.asarray(get(gt["runs"][s]), dtype=np.float64), kappa)
+                 for s in per_seed])))
         out["matrices"][kind] = entry
     return out
 

@@ -72,11 +72,13 @@ __all__ = [
 class Choice:
     """The networks chosen for one budget.
 
-    ``predicted``: per network, its predicted per-task losses (None when the
-    method predicts no losses). ``scores``: per network, TAG scores (affinity
-    methods only). ``assignment``: task -> label of the network whose output
-    it uses. ``predicted_total``: the objective of the predictions (None
-    without predictions); ``tag_score``: the mean TAG score.
+    ``predicted``: per network, its predicted per-task losses (None where
+    the method has none; tag/cs: read off the affinity, not chosen on).
+    ``scores``: per network, TAG scores (affinity methods only).
+    ``assignment``: task -> label of the network whose output it uses
+    (tag/cs: the group of best TAG score). ``predicted_total``: the
+    objective of the predictions (None without them); ``tag_score``: the
+    mean TAG score.
     """
 
     budget: float
@@ -136,13 +138,18 @@ def choose(est: Estimate, budgets: Sequence[float], objective: str | Objective =
     table = [Network(nw.tasks, network_cost(specs[nw.label], costs), nw.losses, nw.label) for nw in groups]
     table += [Network((t,), network_cost(specs[label], costs), {t: SINGLETON_SCORE}, label)
               for t in names for label in [NetSpec((t,), HALF_SIZE).label]]
+    losses = est.losses()  # the all-task network's and the losses read off the affinity, if any
+    obj = get_objective(objective)
+    reference = obj.reference(losses, names, required=False)
     out = []
     for sel in select_groups(table, budgets, tasks=names):
         chosen = _widen([specs[nw.label] for nw in sel.networks], sel.budget, costs)
         scores = {s.label: dict(nw.losses) for s, nw in zip(chosen, sel.networks)}
         assignment = {t: next(s.label for s, nw in zip(chosen, sel.networks) if nw.label == label)
                       for t, label in sel.assignment.items()}
-        out.append(Choice(sel.budget, chosen, {s.label: None for s in chosen}, scores, assignment, None, sel.total,
+        predicted = {s.label: losses.get(s.label) for s in chosen}
+        total = score(chosen, losses, names, obj, reference, assignment)
+        out.append(Choice(sel.budget, chosen, predicted, scores, assignment, total, sel.total,
                           sel.optimal, sel.gap, costs))
     return out
 

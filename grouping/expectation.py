@@ -10,8 +10,9 @@ or half size as the budget allows) and the mean of the random groupings
 whose networks fit the budget. Every total is the objective's
 (`grouping.objective`): under ``relative`` the expected mean over tasks of
 each task's loss relative to its independent full-size network, from the
-method's predictions. A method that predicts no losses (tag, cs) has no
-such totals (None); its curve is its TAG score.
+method's predictions (tag, cs: the losses read off their affinity). A
+tag/cs run without them (no all-task losses stored) has no such totals
+(None); its curve is its TAG score.
 
 `expected` puts one budget's predicted total against the baselines' in %
 (``100 (total / baseline - 1)``: negative = better than the baseline).
@@ -39,6 +40,7 @@ from grouping.choose import baseline_totals, baselines, choose, score
 from grouping.costs import CostTable, budget_text
 from grouping.methods import Estimate, Method
 from grouping.objective import Objective
+from grouping.prediction_error import NO_EFFECT
 
 #: Step of the budget curve, in budget units (multiples of one full-size single-task network).
 CURVE_STEP = 0.5
@@ -99,7 +101,8 @@ def ground_truth_regret(method: str, path: str | os.PathLike | None = None) -> d
 
     {"source", "tasks", "seeds", "budgets": [lowest, highest], "objective", "evaluated": bool,
     "mean", "std" (% over seeds; exhaustive: its choice is the optimum, 0 by definition),
-    "random_mean", "random_std"}."""
+    "random_mean", "random_std", "prediction_error", "no_effect_error" (median errors of the predicted relative
+    losses, `grouping.prediction_error`, as fractions; None where the evaluation lacks them)}."""
     path = Path(path) if path is not None else repository_root() / EVALUATION
     if not path.is_file():
         return None
@@ -115,7 +118,9 @@ def ground_truth_regret(method: str, path: str | os.PathLike | None = None) -> d
     except ValueError:
         source = str(path)
     budgets = ev.get("budgets") or []
-    return {"source": source, "tasks": ev.get("tasks"), "seeds": ev.get("seeds"),
+    errors = (ev.get("relative_prediction_error") or {}).get("errors", {})
+    return {"prediction_error": (errors.get(method) or {}).get("mean"),
+            "no_effect_error": (errors.get(NO_EFFECT) or {}).get("mean"), "source": source, "tasks": ev.get("tasks"), "seeds": ev.get("seeds"),
             "budgets": [min(budgets), max(budgets)] if budgets else None, "objective": ev.get("objective", "loss"),
             "evaluated": row is not None, "mean": None if row is None else row["mean"],
             "std": None if row is None else row["std"], "random_mean": rand.get("mean"), "random_std": rand.get("std")}
@@ -139,7 +144,21 @@ def trust_text(method: str, trust: Mapping[str, Any] | None) -> str | None:
         f"; a random grouping: {trust['random_mean']:+.2f}% ± {trust['random_std']:.2f}%"
     return (f"How far to trust it: on {where}, {method}'s choices at budgets {lo:g} to {hi:g} were on average "
             f"{trust['mean']:+.2f}% ± {trust['std']:.2f}% (seed std) worse than the best possible choice, measured "
-            f"on test losses{rand}. Its setting (tasks, images, schedule) may differ from yours.")
+            f"on test losses{rand}.{_error_text(method, trust)} Its setting (tasks, images, schedule) may differ "
+            "from yours.")
+
+
+def _error_text(method: str, trust: Mapping[str, Any]) -> str:
+    """How far its predicted losses missed the measured ones there (empty without the numbers)."""
+    err, none = trust.get("prediction_error"), trust.get("no_effect_error")
+    if err is None or none is None:
+        return ""
+    text = (f" Its predicted losses there missed the measured ones by a median {100 * err:.1f}% per task (relative "
+            f"to the task's single-task loss; assuming sharing changes nothing misses by {100 * none:.1f}%)")
+    if err >= none:
+        text += (f": {method}'s loss numbers say less than that assumption, so read its expected totals as "
+                 "illustration; its choice is what the regret above measures")
+    return text + "."
 
 
 def _relation(percent: float) -> str:
@@ -155,7 +174,8 @@ def expectation_lines(report: Mapping[str, Any]) -> list[str]:
     for sel in report["selections"]:
         b, total = budget_text(sel["budget"], (report.get("cost") or {}).get("kind", "nominal")), sel["predicted_total"]
         if total is None:
-            what = (f"{method} predicts no losses" if not report["predicts_losses"]
+            what = (f"{method} has no losses read off its affinity (its run stored no all-task network's "
+                    "losses to read them from)" if report["groups_by_tag_rule"]
                     else "the predictions lack a task's single-task loss")
             score = "" if sel["tag_score"] is None else f" (its TAG score: {sel['tag_score']:.4f})"
             lines.append(f"budget {b}: {what}, so no expected {name}{score}; --verify trains and measures the "

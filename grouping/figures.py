@@ -8,8 +8,8 @@ drawn whole) of the method's expected total, in the objective's units,
 against one all-task network, independent networks and random groupings,
 the budgets asked for marked; with ``--verify`` the measured test totals
 at those budgets, dashed (with ``--balance``, also the all-task network
-and the chosen networks trained with each balancing method). A method that predicts no losses (tag, cs) has its
-TAG score drawn over the whole curve on a second axis. The x-axis is in the
+and the chosen networks trained with each balancing method). A tag/cs run without losses read off its affinity
+has its TAG score drawn over the whole curve instead. The x-axis is in the
 report's budget unit (`grouping.costs`).
 """
 
@@ -106,7 +106,7 @@ def plot_curve(report: Mapping[str, Any], path: str | os.PathLike) -> None:
     curve = report.get("curve") or {}
     asked = [b for b, a in zip(curve.get("budgets", []), curve.get("asked", [])) if a]
     handles = []
-    if not report["predicts_losses"] and curve:
+    if report["groups_by_tag_rule"] and curve and all(v is None for v in curve["method"]):  # no losses: scores
         tag_ax = ax.twinx() if series else ax
         handles = tag_ax.plot(curve["budgets"], curve["tag_score"], "-o", color="C9",
                               label=f"{report['method']} group score (higher = better)")
@@ -116,7 +116,7 @@ def plot_curve(report: Mapping[str, Any], path: str | os.PathLike) -> None:
                         markeredgecolor="k", zorder=5)
         if tag_ax is ax:
             handles = []  # already among ax's own
-    if series or report["predicts_losses"]:
+    if series or not report["groups_by_tag_rule"]:
         ax.set_ylabel("expected mean relative loss, lower = better\n(1 = independent full-size networks)"
                       if report["objective"] == "relative" else "expected total loss (sum over tasks), lower = better")
     for i, b in enumerate(asked):

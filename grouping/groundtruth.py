@@ -68,6 +68,7 @@ from grouping.costs import CostTable
 from grouping.choose import Choice, baseline_totals, baselines, choose, per_task_losses, score, task_changes
 from grouping.methods import MethodSettings, get_method, method_names
 from grouping.objective import DEFAULT_OBJECTIVE, Objective, change_percent, get_objective
+from grouping.prediction_error import NO_EFFECT, prediction_errors
 from grouping.runner import NetSpec
 from grouping.selection import network_label, split_budgets
 from grouping.setting_checks import TARGETS as SETTING_TARGETS
@@ -310,6 +311,7 @@ def evaluate(gt: Mapping[str, Any], budgets: Sequence[float] = BUDGETS, costs: M
                           "network with u against t's full-size single-task network; negative = u helps t",
             "orientation": "change[t][u]: t = the task whose loss changes (row), u = its partner (column)",
             "change": transfer},
+        "relative_prediction_error": prediction_errors(gt["runs"], names, ("exhaustive",) + estimators),
         "cost_all_task_runs": dict(costs) if costs else None,
         "cost_seconds": dict(seconds) if seconds else None,
         "targets": targets, "per_seed": per_seed, "networks": networks,
@@ -359,17 +361,25 @@ def markdown(ev: Mapping[str, Any]) -> str:
         out += [f"Infeasible budgets (below the cheapest cover, {ev['cost']['minimum_budget']:.4g}): "
                 f"{', '.join(infeasible)}.", ""]
     costs, seconds = ev.get("cost_all_task_runs") or {}, ev.get("cost_seconds") or {}
+    errors = (ev.get("relative_prediction_error") or {}).get("errors", {})
     out += ["| estimator | mean regret vs optimal (%) | ± std over seeds | within seed noise | cost (all-task runs) "
-            "| wall time (s) |", "|---|---|---|---|---|---|"]
+            "| wall time (s) | prediction error (%) |", "|---|---|---|---|---|---|---|"]
     for m in _estimators(ev) + ("random_mean",) + _balancing_keys(ev):
         a = ev["average_regret_percent"].get(m)
         if a is None:  # a "both" row some budget of this view lacks
             continue
         cost, wall = costs.get(m), seconds.get(m)
         out.append(f"| {label(m)} | {a['mean']:+.2f} | {a['std']:.2f} | {'yes' if a['within_seed_noise'] else 'no'} | "
-                   f"{'' if cost is None else f'{cost:.2f}'} | {'' if wall is None else f'{wall:.1f}'} |")
+                   f"{'' if cost is None else f'{cost:.2f}'} | {'' if wall is None else f'{wall:.1f}'} | "
+                   f"{_error_cell(errors.get(m))} |")
     if "exhaustive" in costs:
         out += ["", f"Optimal's evidence, exhaustive training, costs {costs['exhaustive']:.2f} all-task runs."]
+    if errors:
+        out += ["", "Prediction error: the median over (network of 2+ tasks, task) of |ln(predicted r / measured r)| "
+                "x 100, r = the task's loss over its single-task loss, measured on test losses (mean ± std of the "
+                f"per-seed medians; `grouping.prediction_error`). Predicting no effect of sharing (r = 1): "
+                f"{_error_cell(errors.get(NO_EFFECT))}; exhaustive's validation losses: "
+                f"{_error_cell(errors.get('exhaustive'))}."]
     changes = [f"{b:g}" for b, c in zip(budgets, ev["optimal_choice_changes_between_seeds"]) if c]
     out += ["", f"Optimal choice differs between seeds at budgets: {', '.join(changes) or 'none'}.",
             f"Optimal at budget 2 vs one all-task network: {ev['optimal_gain_over_all_in_one_at_budget_2_percent']:.1f}% lower "
@@ -381,6 +391,10 @@ def markdown(ev: Mapping[str, Any]) -> str:
     if "task_change_percent" in ev:
         out += _change_tables(ev) + _transfer_table(ev)
     return "\n".join(out)
+
+
+def _error_cell(st: Mapping[str, Any] | None) -> str:
+    return "" if st is None else f"{100 * st['mean']:.2f} ± {100 * st['std']:.2f}"
 
 
 def budget_unit(ev: Mapping[str, Any]) -> str:

@@ -55,7 +55,8 @@ from grouping.runner import NetSpec, train_settings
 from grouping.store import code_version
 
 REPORT_FORMAT = "mtl-grouping/find-groups-report"
-REPORT_VERSION = 5  # 3: task_metrics, run.git_commit; 4: expected_percent, curve, trust; 5: cost, costs, candidates
+REPORT_VERSION = 6  # 3: task_metrics, run.git_commit; 4: expected_percent, curve, trust; 5: cost, costs, candidates;
+#   6: groups_by_tag_rule replaces predicts_losses (tag/cs predict losses too), prediction_error in trust
 ORIENTATION = "matrix[i][j]: effect of task i (row, source) on task j (column, target); positive = i helps j"
 #: The report's keys that say what the user chose (`run_settings`), compared by `settings_differences`.
 SETTINGS_KEYS = ("tasks", "method", "objective", "cost", "budgets", "data", "training", "verify")
@@ -169,7 +170,7 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
     names = list(est.tasks)
     losses = est.losses()
     measured = _measured_metrics(est, verification, cfg.steps)
-    # Under "relative", a method that trains no single-task networks (tag, cs) has no reference: no totals.
+    # Under "relative", a table without every task's single-task loss has no reference: no totals.
     reference = objective.reference(losses, names, required=False)
     selections = []
     for i, (ch, base) in enumerate(zip(choices, bases)):
@@ -218,7 +219,7 @@ def build_report(opts, method: Method, objective: Objective, est: Estimate, choi
         "budgets": chosen["budgets"],
         "infeasible_budgets": [{"budget": float(b), "feasible": False, "minimum_budget": minimum} for b in infeasible],
         "metrics": metric_names(names, opts.data),
-        "predicts_losses": method.predicts_losses,
+        "groups_by_tag_rule": method.groups_by_tag_rule,
         "predicted": method.describe(opts.steps, settings),
         "selections": selections,
         "curve": budget_curve(method, objective, est, [ch.budget for ch in choices], costs),

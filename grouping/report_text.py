@@ -76,10 +76,32 @@ def _changes(label: str, changes: Mapping[str, float] | None, names: Sequence[st
     return [f"  {label:<45}" + "".join(f"{changes[t]:>+8.1f}%" for t in names)]
 
 
+def _has_predictions(report: Mapping[str, Any]) -> bool:
+    """Whether the chosen networks have predicted losses (tag/cs without a reading do not)."""
+    return all(nw["predicted"] is not None for sel in report["selections"] for nw in sel["networks"])
+
+
+def _cells(nw: Mapping[str, Any]) -> Mapping[str, float]:
+    """A network's per-task cells: its predicted losses, else its TAG scores."""
+    return nw["predicted"] if nw["predicted"] is not None else nw["tag_score"]
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _selection_total(sel: Mapping[str, Any], total_name: str) -> str:
+    """"predicted <total> x" (and the TAG score where the choice has one)."""
+    parts = [] if sel["predicted_total"] is None else [f"predicted {total_name} {sel['predicted_total']:.4f}"]
+    if sel["tag_score"] is not None:
+        parts.append(f"TAG score {sel['tag_score']:.4f}")
+    return ", ".join(parts) or "no predicted total"
+
+
 def format_table(report: Mapping[str, Any]) -> str:
     """The terminal table: chosen networks, each task's change, and the baselines per budget."""
     names = report["tasks"]
-    tag = not report["predicts_losses"]
+    tag = report["groups_by_tag_rule"]
     total_name = _total_name(report)
     kind = report["cost"]["kind"]
     lines = [f"method {report['method']}: predicted = {report['predicted']}",
@@ -87,17 +109,19 @@ def format_table(report: Mapping[str, Any]) -> str:
              f"budgets and costs in {report['cost']['unit']}", *infeasible_lines(report), ""]
     lines += expectation_lines(report)
     if tag:
-        lines.append("(cells below: each task's TAG score in the network, higher = better; not a loss)")
+        lines.append(f"(chosen by TAG's rule on {report['method']}'s group scores; the cells are "
+                     + ("the losses read off its affinity, not chosen on)" if _has_predictions(report)
+                        else "each task's TAG score in the network, higher = better; not a loss)"))
     head = f"  {'network':<34}{'size':>5}{'cost':>6}" + "".join(f"{t[:8]:>9}" for t in names)
     for sel in report["selections"]:
-        what = (f"TAG score {sel['tag_score']:.4f}" if tag else f"predicted {total_name} {sel['predicted_total']:.4f}")
+        what = _selection_total(sel, total_name)
         lines.append("")
         lines.append(f"budget {budget_text(sel['budget'], kind)}: {len(sel['networks'])} network(s), "
                      f"cost {sel['cost']:.3g}, {what}"
                      + ("" if sel["optimal"] else f" (gap {sel['gap']:.2g})"))
         lines.append(head)
         for nw in sel["networks"]:
-            values = nw["tag_score"] if tag else nw["predicted"]
+            values = _cells(nw)
             cells = ""
             for t in names:
                 if t not in nw["tasks"]:
@@ -178,7 +202,7 @@ def format_timing(report: Mapping[str, Any]) -> str:
 def format_markdown(report: Mapping[str, Any]) -> str:
     names = report["tasks"]
     unit = UNIT_SHORT[report["cost"]["kind"]]
-    tag = not report["predicts_losses"]
+    tag = report["groups_by_tag_rule"] and not _has_predictions(report)  # cells are TAG scores
     md = [f"# Task groupings: {', '.join(names)}", "",
           f"Method **{report['method']}**; predicted = {report['predicted']}.  ",
           f"Objective **{report['objective']}**: totals are the {report['totals']}.  ",
@@ -196,14 +220,16 @@ def format_markdown(report: Mapping[str, Any]) -> str:
     md.append("|---|---|---|---|---|---|---|" + "---|" * len(names) + "---|")
     for sel in report["selections"]:
         for k, nw in enumerate(sel["networks"]):
-            vals = nw["tag_score"] if tag else nw["predicted"]
+            vals = _cells(nw)
             cells = [(f"**{vals[t]:.4f}**" if t in nw["serves"] else f"{vals[t]:.4f}") if t in nw["tasks"] else ""
                      for t in names]
-            total = "" if k else (f"{sel['tag_score']:.4f}" if tag else f"{sel['predicted_total']:.4f}")
+            total = "" if k else _number(sel["tag_score"] if tag else sel["predicted_total"])
             c = nw["costs"]
             latency = "-" if c.get("latency") is None else f"{c['latency'] * 1e3:.3g}"
             md.append(f"| {sel['budget']:g} | {nw['label']} | {nw['width']} | {nw['cost']:.3g} | {c['nominal']:g} | "
                       f"{c['flops'] / 1e6:.3g} | {latency} | {' | '.join(cells)} | {total} |")
+    if report["groups_by_tag_rule"] and not tag:
+        value += f" (read off {report['method']}'s affinity; chosen by TAG's rule, not on these)"
     md += ["", f"Cells: {value} per task; bold = the network whose output the task uses. Budget and cost in "
            f"{report['cost']['unit']}; nominal = Standley's units; MFLOPs per image; latency per batch of "
            f"{report['cost']['latency_batch'] or '-'} ('-': not measured, --cost latency measures it).", "",
@@ -232,7 +258,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
                 text += f" / {meas[key]['test_total']:.4f}"
             return text
 
-        own = cell(sel["tag_score"] if tag else sel["predicted_total"])
+        own = cell(sel["tag_score"] if tag else sel["predicted_total"])  # tag: TAG score, no losses
         if meas:
             own += f" / {meas['chosen']['test_total']:.4f}"
         row = [cell(sel["baselines"][k]["predicted_total"] if sel["baselines"][k] else None, k) for k in BASELINE_NAMES]

@@ -95,6 +95,13 @@ def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
     )
 
 
+def learning_rate_sum(cfg: TrainConfig) -> float:
+    """The sum of `learning_rate_schedule`'s rates over the schedule's steps: how far plain SGD would
+    move along a unit gradient in the whole training (tag's first-order reading of its affinity)."""
+    schedule = learning_rate_schedule(cfg)
+    return float(np.sum(np.asarray(jax.vmap(schedule)(jnp.arange(cfg.steps)), dtype=np.float64)))
+
+
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     """AdamW (or SGD with momentum) on `learning_rate_schedule`."""
     schedule = learning_rate_schedule(cfg)

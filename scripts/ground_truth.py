@@ -368,6 +368,23 @@ def constant_test_losses(gt: dict) -> dict | None:
     return constant_losses(tasks, spec.load(tasks, progress=False, splits=("test",))["test"])
 
 
+def add_learning_rate_sum(gt: dict) -> bool:
+    """Gives each seed's affinity run the summed learning rate of the record's schedule, which tag/cs read
+    their losses with (`grouping.methods.tag`), where a record from before that reading lacks it; True if
+    any was added. The same number `AffinityMethod.record` stores: `mtl.train.learning_rate_sum`."""
+    from mtl.train import TrainConfig, learning_rate_sum
+
+    train = gt["settings"]["train"]
+    cfg = TrainConfig(**{k: train[k] for k in ("steps", "learning_rate", "warmup_fraction")})
+    added = False
+    for record in gt["runs"].values():
+        run = record.get("affinity_run")
+        if run is not None and "learning_rate_sum" not in run:
+            run["learning_rate_sum"] = learning_rate_sum(cfg)
+            added = True
+    return added
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from grouping import groundtruth as G
@@ -422,8 +439,11 @@ def main(argv=None) -> int:
         measured = json.loads(cost_file.read_text())
         costs, seconds = measured.get("units"), measured.get("seconds")
     constants = constant_test_losses(gt)
+    changed = add_learning_rate_sum(gt)
     if constants is not None and gt.get("constant_test_losses") != constants:  # kept for later renderers
         gt["constant_test_losses"] = {t: float(v) for t, v in constants.items()}
+        changed = True
+    if changed:
         (out / "ground_truth.json").write_text(json.dumps(gt, indent=1) + "\n")
     views = {kind: evaluation_view(args, gt, budgets, costs, seconds, kind) for kind in kinds}  # all computed, then written
     for kind, ev in views.items():

@@ -123,10 +123,28 @@ def test_a_method_without_predictions_says_so_and_draws_its_score(stand_ins):
     from grouping.report_text import format_table
 
     table = format_table(report)
-    assert "budget 2 [full-size networks, nominal]: tag predicts no losses, so no expected mean relative loss (its TAG score: " in table
+    assert ("budget 2 [full-size networks, nominal]: tag has no losses read off its affinity (its run stored no "
+            "all-task network's losses to read them from), so no expected mean relative loss (its TAG score: ") in table
     assert "tag has not been evaluated on the ground truth" in table
     assert "--methods tag" in table and "not a loss" in table
     assert (tmp_path / "run" / "curve.png").stat().st_size > 0
+
+
+def test_tag_s_losses_read_off_its_affinity_are_shown_as_such_over_the_whole_curve(stand_ins, monkeypatch):
+    monkeypatch.setattr(grouping.affinity, "train_with_affinity", lambda tasks, splits, cfg, **kw: {
+        "tag": ZN, "cs": ZN, "train_seconds": 1.0, "validation": {t: {"loss": v} for t, v in TOGETHER.items()},
+        "test": {t: {"loss": v} for t, v in TOGETHER.items()}})
+    printed = []
+    report = find_groups(options(stand_ins, "tag", budgets=(1, 2)), echo=printed.append)
+    curve = report["curve"]
+    assert all(v is not None for v in curve["method"]) and all(v is not None for v in curve["tag_score"])
+    assert curve["method"][0] == pytest.approx(curve["all_in_one"][0])  # budget 1: the all-task network
+    table = printed[-3]
+    assert "budget 2 [full-size networks, nominal]: expected mean relative loss" in table
+    assert "(tag's prediction)" in table and "the cells are the losses read off its affinity, not chosen on" in table
+    assert "TAG score" in table and "not a loss" not in table
+    md = (stand_ins / "run" / "report.md").read_text()
+    assert "read off tag's affinity; chosen by TAG's rule, not on these" in md
 
 
 def test_no_evaluation_no_trust_line(tmp_path):

@@ -125,7 +125,13 @@ def test_seeds_are_aggregated_and_noise_is_flagged():
     assert ev["cost_all_task_runs"] == {"tag": 1.1}
     text = G.markdown(ev)
     assert "| TAG |" in text and "Targets:" in text
-    assert any(row.startswith("| TAG | ") and row.endswith("| 1.10 | 12.3 |") for row in text.splitlines())
+    # The last column: how far TAG's losses read off its matrix missed; this record has no summed learning
+    # rate to read them with, so it is empty, while hoa, which predicts losses, has one.
+    assert any(row.startswith("| TAG | ") and row.endswith("| 1.10 | 12.3 |  |") for row in text.splitlines())
+    hoa = ev["relative_prediction_error"]["errors"]["hoa"]
+    assert any(row.startswith("| HOA | ") and row.endswith(f"| {100 * hoa['mean']:.2f} ± {100 * hoa['std']:.2f} |")
+               for row in text.splitlines())
+    assert "Predicting no effect of sharing (r = 1): " in text
 
 
 def test_standley_tables_round_trip(tmp_path):
@@ -244,6 +250,17 @@ def test_the_evaluation_chooses_what_find_groups_chooses(objective, tmp_path, mo
         assert base["random"]["predicted_total"] == pytest.approx(ev["totals"]["random_mean"][i])
 
 
+def without_learning_rate_sum(record: dict, steps: int = 40) -> dict:
+    """`record` without its affinity run's summed learning rate, which scripts/ground_truth.py adds to a record
+    from before tag's losses were read off its matrix (checked: the sum of the schedule of `steps` steps)."""
+    from mtl.train import TrainConfig, learning_rate_schedule
+
+    schedule = learning_rate_schedule(TrainConfig(steps=steps))
+    assert record["affinity_run"].pop("learning_rate_sum") == pytest.approx(
+        sum(float(schedule(i)) for i in range(steps)))
+    return record
+
+
 def test_methods_are_merged_into_a_finished_record_and_evaluated(tmp_path, monkeypatch):
     """scripts/ground_truth.py --methods surrogate,lookahead on a hand-made record: each seed's recorded
     runs are kept, the new evidence is added, nothing but the lookahead's probe run is trained, and the
@@ -297,6 +314,7 @@ def test_methods_are_merged_into_a_finished_record_and_evaluated(tmp_path, monke
     merged = json.loads((out / "ground_truth.json").read_text())
     for s in ("0", "1"):
         record, old = merged["runs"][s], before["runs"][s]
+        without_learning_rate_sum(record)
         for key, value in old.items():  # every recorded run is kept as it was
             if key != "seconds":
                 assert record[key] == value, key
@@ -354,8 +372,8 @@ def test_a_record_grows_by_the_seeds_it_lacks_and_keeps_the_ones_it_has(tmp_path
     assert script.main(args) == 0
     assert asked == [[1]]
     grown = json.loads((out / "ground_truth.json").read_text())
-    assert grown["runs"]["0"] == json.loads(json.dumps(gt["runs"]["0"]))
-    assert grown["runs"]["1"] == json.loads(json.dumps(random_record(41, names)[0]))
+    assert without_learning_rate_sum(grown["runs"]["0"]) == json.loads(json.dumps(gt["runs"]["0"]))
+    assert without_learning_rate_sum(grown["runs"]["1"]) == json.loads(json.dumps(random_record(41, names)[0]))
     assert grown["settings"]["added"][0]["seeds"] == [1]
     assert json.loads((out / "evaluation.json").read_text())["seeds"] == [0, 1]
     assert script.main(args) == 0 and asked == [[1], []]  # nothing left to train

@@ -108,7 +108,7 @@ def test_the_estimate_through_the_store_and_the_record_round_trip(tmp_path, no_t
     assert [(nw.label, nw.losses) for nw in rebuilt.candidates] == [(nw.label, nw.losses) for nw in want]
     report = find_groups(opts, echo=lambda line: None)
     assert calls == [(NAMES, 40, 5)]  # the stored run was reused
-    assert report["predicts_losses"] and report["affinity"]["kind"] == "normalised-lookahead"
+    assert not report["groups_by_tag_rule"] and report["affinity"]["kind"] == "normalised-lookahead"
     assert report["affinity"]["matrix"] == ZN.tolist()
     assert report["reference"] == SINGLE
     for sel in report["selections"]:

@@ -26,6 +26,7 @@ from grouping.runner import NetSpec, candidate_specs
 from grouping.selection import InfeasibleBudgetError, network_label, subsets_by_size
 from grouping.selection_tag import SINGLETON_SCORE
 from grouping.store import ResultsStore
+from mtl.train import TrainConfig, learning_rate_schedule
 
 TASKS = ("seg", "depth", "normals", "edges")
 
@@ -270,12 +271,26 @@ def test_tag_reports_the_all_task_network_it_trained_as_the_all_in_one_baseline(
         assert sel["baselines"]["all_in_one"]["networks"][0]["predicted"] == val
     # Budget 1 allows only one grouping: all tasks together, so the random mean is that network too.
     assert report["selections"][0]["baselines"]["random"]["predicted_total"] == pytest.approx(sum(val.values()))
-    # The relative objective needs the single-task losses, which tag does not train: no totals, no guesses.
+    # Every other network's losses are read off the matrix to first order (grouping.methods.tag):
+    # L_t(S) = L_t(all) exp(kappa * the affinity onto t from the tasks S leaves out), kappa = the
+    # schedule's summed learning rate; the relative objective's references are the singles read so.
     report = find_groups(options(tmp_path, "tag", budgets=(1, 2), overwrite=True), echo=lambda line: None)
-    assert report["objective"] == "relative" and report["reference"] is None
+    kappa = sum(float(learning_rate_schedule(TrainConfig(steps=40))(i)) for i in range(40))
+    single = {t: v * math.exp(kappa * sum(Z[u, j] for u in range(4) if u != j))
+              for j, (t, v) in enumerate(val.items())}
+    assert report["objective"] == "relative" and report["reference"] == pytest.approx(single)
     for sel in report["selections"]:
-        assert sel["baselines"]["all_in_one"]["predicted_total"] is None
-        assert sel["task_change_percent"]["vs_independent"] is None
+        assert sel["baselines"]["all_in_one"]["predicted_total"] == pytest.approx(
+            np.mean([val[t] / single[t] for t in val]))
+        assert sel["baselines"]["one_per_task"] is None or sel["baselines"]["one_per_task"]["predicted_total"] == 1.0
+        for nw in sel["networks"]:  # chosen by TAG's rule; their losses read off the matrix
+            left_out = [u for u in range(4) if TASKS[u] not in nw["tasks"]]
+            assert nw["predicted"] == pytest.approx(
+                {t: val[t] * math.exp(kappa * sum(Z[u, TASKS.index(t)] for u in left_out)) for t in nw["tasks"]})
+        per_task = {t: next(nw["predicted"][t] for nw in sel["networks"] if nw["label"] == sel["assignment"][t])
+                    for t in TASKS}
+        assert sel["predicted_total"] == pytest.approx(np.mean([per_task[t] / single[t] for t in TASKS]))
+        assert sel["tag_score"] is not None
 
 
 def test_another_setting_on_the_same_out_is_refused_naming_what_differs(tmp_path, no_training, monkeypatch):

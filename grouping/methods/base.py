@@ -6,8 +6,9 @@ An estimator (a `Method`) says
   of the affinity run) and `estimate`, which trains them through a
   `grouping.runner.Runner`;
 * how it predicts: an `Estimate` holding either a candidate table of
-  predicted per-task losses (``candidates``) or an affinity matrix grouped
-  by TAG's rule (``candidates is None``);
+  predicted per-task losses (``candidates``), chosen on, or an affinity
+  matrix grouped by TAG's rule (``candidates is None``) with the losses
+  read off it (``readings``), shown but not chosen on;
 * what it reports: `describe` (what its predictions are),
   ``affinity_kind`` and ``affinity_definition``, `settings_used`;
 * what it costs: `cost` (trainings and steps each), and its minimum
@@ -80,14 +81,17 @@ class Cost:
 class Estimate:
     """What a method produced.
 
-    ``candidates``: Networks with the predicted per-task losses (None when
-    the method predicts no losses: then ``affinity`` is grouped by TAG's
-    rule). ``affinity``: (n, n), row = source, column = target;
+    ``candidates``: Networks with the predicted per-task losses, chosen on
+    (None for tag/cs: then ``affinity`` is grouped by TAG's rule).
+    ``affinity``: (n, n), row = source, column = target;
     ``affinity_kind`` says which quantity it is. ``known``: label ->
     per-task validation losses of networks the method trained besides its
     predictions (tag/cs: the all-task network of the affinity run).
     ``trained``: the networks it trained (or found in the store).
     ``matrices``: further matrices for the report (tag/cs: both).
+    ``readings``: label -> per-task losses read off the affinity (tag/cs:
+    every candidate; `grouping.methods.tag`), reported but not chosen on;
+    ``reading_settings``: what the reading used (kept in the record).
     """
 
     method: str
@@ -99,10 +103,13 @@ class Estimate:
     specs: dict[str, NetSpec]  # label -> spec, for every candidate and group
     known: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     matrices: dict[str, list] = dataclasses.field(default_factory=dict)
+    readings: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    reading_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def losses(self) -> dict[str, dict[str, float]]:
         """label -> predicted (or known) per-task losses of every network the method has numbers for."""
-        out = {label: dict(v) for label, v in self.known.items()}
+        out = {label: dict(v) for label, v in self.readings.items()}
+        out.update({label: dict(v) for label, v in self.known.items()})
         for nw in self.candidates or ():
             out[nw.label] = dict(nw.losses)
         return out
@@ -115,8 +122,9 @@ class Method:
     """One estimator. Subclasses fill in the class attributes and the methods below."""
 
     name: str
-    #: True: `estimate` gives a candidate table of predicted losses; False: an affinity matrix.
-    predicts_losses: bool
+    #: False: `estimate` gives a candidate table of predicted losses, chosen on; True: an affinity
+    #: matrix grouped by TAG's rule (its losses, if any, are read off it and shown, not chosen on).
+    groups_by_tag_rule: bool
     affinity_kind: str
     affinity_definition: str
 

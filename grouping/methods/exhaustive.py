@@ -28,7 +28,7 @@ from grouping.selection import Network, minimum_budget, network_label
 
 class Exhaustive(Method):
     name = "exhaustive"
-    predicts_losses = True
+    groups_by_tag_rule = False
     affinity_kind = "pair-loss-ratio"
     affinity_definition = ("`1 - L(j|{i,j}) / L(j|{j})`: relative drop of j's validation loss when it shares a full-size "
                            "network with i (from the pair and single-task networks); diagonal 0")

@@ -140,7 +140,7 @@ def _singles(names: Sequence[str]) -> list[NetSpec]:
 
 class Lookahead(Method):
     name = "lookahead"
-    predicts_losses = True
+    groups_by_tag_rule = False
     affinity_kind = "normalised-lookahead"
     affinity_definition = (
         "corrected lookahead `Zn[i,j] = mean Z[i,j] / mean Z[j,j]`, `Z[i,j] = 1 - L_j(θ_s - u_i, θ_j) / L_j(θ_s, θ_j)`: "
