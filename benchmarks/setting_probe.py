@@ -45,6 +45,9 @@ def train(args) -> dict:
 
     import mtl.model
 
+    if args.annotated_repeat < 1 or (args.annotated_repeat > 1 and not (args.annotated < 1 or args.annotated_apart)):
+        raise SystemExit(f"--annotated-repeat must be at least 1, and above 1 only with --annotated below 1; got "
+                         f"{args.annotated_repeat} with --annotated {args.annotated}")
     if args.encoder:
         mtl.model.ENCODER_CHANNELS = tuple(int(c) for c in args.encoder.split(","))
     if args.decoder:
@@ -73,7 +76,10 @@ def train(args) -> dict:
             splits[split]["segment_semantic"] = splits[split].pop("segment_semantic_true")
         splits["train"].pop("segment_semantic_true")
     if args.annotated < 1 or args.annotated_apart:
-        _unannotate(splits["train"], args.annotated, args.annotated_apart)
+        annotated = _unannotate(splits["train"], args.annotated, args.annotated_apart)
+        if args.annotated_repeat > 1:  # the annotated images, sampled that many times as often
+            splits["train"] = {k: np.concatenate([v] + [v[annotated]] * (args.annotated_repeat - 1))
+                               for k, v in splits["train"].items()}
     render_s = time.perf_counter() - t0
     if args.all_subsets:
         members = [m for k in range(1, len(tasks) + 1) for m in itertools.combinations(tasks, k)]
@@ -208,12 +214,13 @@ def _seg_noise(share: float) -> None:
     _patch_object_classes(classes, keep_true=True)
 
 
-def _unannotate(train: dict, fraction: float, apart: bool = False) -> None:
+def _unannotate(train: dict, fraction: float, apart: bool = False) -> np.ndarray:
     """Keeps seg and depth labels on a random `fraction` of the training images (the annotated ones;
     depth's absence also unlabels normals, through the validity mask) and removes them from the rest,
     as when annotation is costly; labels computed from the image itself (edges, keypoints) stay on
     every image. With `apart`, seg and depth are annotated on two disjoint shares (as when the two
-    labels come from different sources). Validation and test stay fully labelled."""
+    labels come from different sources). Validation and test stay fully labelled. Returns the indices of
+    the images that keep a seg or depth label."""
     if not 0 < fraction <= (0.5 if apart else 1):
         raise SystemExit(f"--annotated must be in (0, {0.5 if apart else 1}]"
                          f"{' with --annotated-apart' if apart else ''}, got {fraction}")
@@ -224,6 +231,7 @@ def _unannotate(train: dict, fraction: float, apart: bool = False) -> None:
         keep = np.zeros(n, bool)
         keep[share] = True
         train[m][~keep] = _UNLABELLED[m]
+    return np.sort(order[:2 * k] if apart else order[:k])
 
 
 def _machine() -> str:
@@ -329,6 +337,9 @@ def main(argv=None) -> int:
                    "segment_semantic=0.5 (seg: void; depth_zbuffer: invalid, which masks normals too)")
     p.add_argument("--annotated", type=float, default=1.0, help="share of the training images that keep their "
                    "seg and depth labels (the rest lose them; edges and keypoints stay everywhere)")
+    p.add_argument("--annotated-repeat", type=int, default=1, help="with --annotated: each annotated training "
+                   "image appears this many times in the training split, so batches sample it that much more "
+                   "often (as when labelled images are oversampled)")
     p.add_argument("--annotated-apart", action="store_true", help="with --annotated: seg and depth on two "
                    "disjoint shares of the training images")
     p.add_argument("--seg-by-height", type=float, default=0.0, metavar="METRES",

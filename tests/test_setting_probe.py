@@ -110,8 +110,9 @@ def test_annotated_keeps_seg_and_depth_on_the_asked_share_of_training_images():
              "depth_zbuffer": rng.integers(100, 5000, (40, 32, 32)).astype(np.uint16),
              "edge_texture": rng.integers(0, 65535, (40, 32, 32)).astype(np.uint16)}
     before = {k: v.copy() for k, v in train.items()}
-    _unannotate(train, 0.25)
+    annotated = _unannotate(train, 0.25)
     seg_kept = (train["segment_semantic"] != 0).all(axis=(1, 2))
+    np.testing.assert_array_equal(annotated, np.flatnonzero(seg_kept))  # what --annotated-repeat repeats
     depth_kept = (train["depth_zbuffer"] != DEPTH_INVALID).all(axis=(1, 2))
     assert seg_kept.sum() == 10 and np.array_equal(seg_kept, depth_kept)  # the same annotated images
     assert (train["segment_semantic"][~seg_kept] == 0).all() and (train["depth_zbuffer"][~seg_kept] == DEPTH_INVALID).all()
@@ -128,10 +129,11 @@ def test_annotated_apart_gives_seg_and_depth_disjoint_images():
 
     train = {"rgb": np.zeros((40, 32, 32, 3), np.uint8), "segment_semantic": np.ones((40, 32, 32), np.uint8),
              "depth_zbuffer": np.full((40, 32, 32), 1000, np.uint16)}
-    _unannotate(train, 0.25, apart=True)
+    annotated = _unannotate(train, 0.25, apart=True)
     seg_kept = (train["segment_semantic"] != 0).all(axis=(1, 2))
     depth_kept = (train["depth_zbuffer"] != DEPTH_INVALID).all(axis=(1, 2))
     assert seg_kept.sum() == depth_kept.sum() == 10 and not (seg_kept & depth_kept).any()
+    np.testing.assert_array_equal(annotated, np.flatnonzero(seg_kept | depth_kept))
     with pytest.raises(SystemExit, match="--annotated-apart"):
         _unannotate(train, 0.6, apart=True)
 
