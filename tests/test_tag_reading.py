@@ -10,7 +10,7 @@ import pytest
 
 from grouping.expectation import trust_text
 from grouping.methods import get_method
-from grouping.methods.tag import first_order_losses, rate_matrix
+from grouping.methods.tag import MAX_LOG_CHANGE, first_order_losses, rate_matrix
 from grouping.prediction_error import NO_EFFECT, log_errors, prediction_errors
 from mtl.train import TrainConfig, learning_rate_schedule, learning_rate_sum
 
@@ -42,6 +42,14 @@ def test_first_order_losses_by_hand():
     # Relative to its single, a task's loss only depends on its partners: exp(-kappa sum over partners).
     assert got["a+c"]["c"] / got["c"]["c"] == pytest.approx(math.exp(-2 * RATES[0, 2]))
     assert got["a+b+c"]["b"] / got["b"]["b"] == pytest.approx(math.exp(-2 * (RATES[0, 1] + RATES[2, 1])))
+
+
+def test_a_huge_schedule_keeps_the_losses_read_off_finite():
+    got = first_order_losses(NAMES, RATES, 1e6, TOGETHER)
+    assert all(math.isfinite(v) and v > 0 for losses in got.values() for v in losses.values())
+    assert got["a"]["a"] == pytest.approx(math.exp(MAX_LOG_CHANGE))  # b and c pull on a: capped
+    assert got["a+c"]["c"] == pytest.approx(4.0 * math.exp(-MAX_LOG_CHANGE))  # b pushes c the other way
+    assert got["b+c"]["c"] == 4.0  # a does nothing to c
 
 
 def test_the_losses_read_off_do_not_depend_on_a_task_s_loss_unit():

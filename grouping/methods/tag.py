@@ -50,6 +50,8 @@ from grouping.runner import FULL_COST, HALF_SIZE, NetSpec, Runner, Trained
 from grouping.selection import network_label, subsets_by_size
 from mtl.train import learning_rate_sum
 
+#: The most a loss read off the affinity moves from the all-task network's, in log units (e^20 ~ 5e8).
+MAX_LOG_CHANGE = 20.0
 #: The matrices of the affinity run (`grouping.runner.measure_affinity`), by the key it stores them under.
 MATRICES = ("tag", "cs")
 
@@ -70,14 +72,16 @@ def first_order_losses(names: Sequence[str], rates: np.ndarray, kappa: float,
                        together: Mapping[str, float]) -> dict[str, dict[str, float]]:
     """label -> predicted per-task losses of every full-size subset network and every half-size single
     (the module docstring's ``\\hat L``), from the rate matrix `rates` (source, target), the schedule's
-    summed learning rate `kappa` and the all-task network's losses `together`."""
+    summed learning rate `kappa` and the all-task network's losses `together`. The log change is kept within
+    ``±MAX_LOG_CHANGE`` (a long schedule at a large rate would otherwise overflow)."""
     names = tuple(names)
     rates = np.asarray(rates, dtype=np.float64)
     out = {}
     for subset in subsets_by_size(names):
         left_out = [i for i, u in enumerate(names) if u not in subset]
         out[network_label(subset)] = {
-            t: float(together[t]) * float(np.exp(kappa * math.fsum(rates[i, names.index(t)] for i in left_out)))
+            t: float(together[t]) * math.exp(float(np.clip(
+                kappa * math.fsum(rates[i, names.index(t)] for i in left_out), -MAX_LOG_CHANGE, MAX_LOG_CHANGE)))
             for t in subset}
     for t in names:
         out[NetSpec((t,), HALF_SIZE).label] = dict(out[network_label((t,))])
