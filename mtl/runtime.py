@@ -23,17 +23,6 @@ jaxlib 0.10; `python benchmarks/train_step.py`, README "Benchmarks"):
   with T=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647,
   0.85x with both, and 0.80x untouched.
 
-One measured cause of slow short jobs: compilation. XLA:CPU optimises the
-code it generates (the fusions around the library convolutions) at LLVM's
-level 3 by default; level 1 (``xla_backend_optimization_level``, also in
-`compiler_options()`) compiles the training steps 15-25% faster and runs
-them at the same speed within noise (2-core CPU, 2026-11-26:
-`benchmarks/train_step.py --ensemble 0`, 390 against 385 images/s at 64x64
-and 1702 against 1663 at 32x32, PyTorch moving by as much in the same
-runs; quick's estimate at the ground truth's setting 27.9-29.3 s against
-31.4-32.1 s). Level 0 halves compile time again but runs the step about
-50% slower.
-
 `MTL_CPU_TUNING=0` turns both off (to compare, or if a setting misbehaves).
 """
 
@@ -47,10 +36,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-#: XLA:CPU: YNNPACK for reductions only, so convolutions use XLA's Eigen ones; generated code at LLVM
-#: level 1 (compiles faster, runs as fast: the module docstring).
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE",
-                        "xla_backend_optimization_level": 1}
+#: XLA:CPU: YNNPACK for reductions only, so convolutions use XLA's Eigen ones.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
 
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
