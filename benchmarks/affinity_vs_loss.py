@@ -39,24 +39,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from grouping.methods.tag import first_order_losses, recorded_learning_rate_sum  # noqa: E402
 from grouping.selection import network_label  # noqa: E402
 
 MATRICES = {"tag": lambda run: run.get("tag"), "cs": lambda run: run.get("cs"),
             "lookahead (normalised)": lambda run: (run.get("lookahead") or {}).get("normalised")}
 
 
-def schedule_sum(train: dict) -> float:
-    """Sum of the learning rates of the schedule that trained the record (`mtl.train.learning_rate_sum`)."""
-    from mtl.train import TrainConfig, learning_rate_sum
-
-    return learning_rate_sum(TrainConfig(**{k: train[k] for k in ("steps", "learning_rate", "warmup_fraction")}))
-
-
 def first_order_errors(run: dict, names: tuple[str, ...], matrix: np.ndarray, kappa: float) -> np.ndarray:
     """|ln L_hat_j(S) - ln L_j(S)| of tag's own reading (`grouping.methods.tag.first_order_losses`, anchored at
     the record's all-task network), for the pairs of `pairs`, in its order."""
-    from grouping.methods.tag import first_order_losses
-
     validation = run["validation"]
     read = first_order_losses(names, matrix, kappa, validation[network_label(names)])
     return np.asarray([abs(np.log(read[network_label(s)][t] / validation[network_label(s)][t]))
@@ -81,7 +73,7 @@ def pairs(run: dict, names: tuple[str, ...], matrix: np.ndarray) -> tuple[np.nda
 def analyse(gt: dict) -> dict:
     names = tuple(gt["tasks"])
     seeds = sorted(gt["runs"], key=int)
-    kappa = schedule_sum(gt["settings"]["train"])
+    kappa = recorded_learning_rate_sum(gt["settings"]["train"])
     out = {"tasks": list(names), "seeds": seeds, "learning_rate_sum": kappa, "matrices": {}}
     for kind, get in MATRICES.items():
         per_seed = {}

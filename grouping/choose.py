@@ -122,8 +122,8 @@ def choose(est: Estimate, budgets: Sequence[float], objective: str | Objective =
 
     Every budget must be feasible (`grouping.selection.split_budgets` sorts a list first)."""
     budgets = list(budgets)
+    obj = get_objective(objective)
     if est.candidates is not None:
-        obj = get_objective(objective)
         priced = [nw if costs is None else dataclasses.replace(nw, cost=costs.cost(nw.label)) for nw in est.candidates]
         table = obj.table(priced, obj.reference(est.losses(), est.tasks))
         raw = {nw.label: dict(nw.losses) for nw in est.candidates}
@@ -139,7 +139,6 @@ def choose(est: Estimate, budgets: Sequence[float], objective: str | Objective =
     table += [Network((t,), network_cost(specs[label], costs), {t: SINGLETON_SCORE}, label)
               for t in names for label in [NetSpec((t,), HALF_SIZE).label]]
     losses = est.losses()  # the all-task network's and the losses read off the affinity, if any
-    obj = get_objective(objective)
     reference = obj.reference(losses, names, required=False)
     out = []
     for sel in select_groups(table, budgets, tasks=names):

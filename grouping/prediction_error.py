@@ -56,11 +56,11 @@ def log_errors(predicted: Mapping[str, Mapping[str, float]], measured: Mapping[s
 
 def seed_errors(record: Mapping[str, Any], names: Sequence[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
     """method (and `NO_EFFECT`) -> {"median", "pairs"} for one seed's record: `log_errors` of each method's
-    losses (exhaustive: the validation table) against the test table."""
+    losses (exhaustive's: the validation table) against the test table."""
     test = record["test"]
     tables = {NO_EFFECT: {label: {t: 1.0 for t in losses} for label, losses in test.items()}}
     for m in methods:
-        tables[m] = record["validation"] if m == "exhaustive" else get_method(m).from_record(record, names).losses()
+        tables[m] = get_method(m).from_record(record, names).losses()
     out = {}
     for m, table in tables.items():
         errors = log_errors(table, test, names)

@@ -371,16 +371,14 @@ def constant_test_losses(gt: dict) -> dict | None:
 def add_learning_rate_sum(gt: dict) -> bool:
     """Gives each seed's affinity run the summed learning rate of the record's schedule, which tag/cs read
     their losses with (`grouping.methods.tag`), where a record from before that reading lacks it; True if
-    any was added. The same number `AffinityMethod.record` stores: `mtl.train.learning_rate_sum`."""
-    from mtl.train import TrainConfig, learning_rate_sum
+    any was added. The same number `AffinityMethod.record` stores (`recorded_learning_rate_sum`)."""
+    from grouping.methods.tag import recorded_learning_rate_sum
 
-    train = gt["settings"]["train"]
-    cfg = TrainConfig(**{k: train[k] for k in ("steps", "learning_rate", "warmup_fraction")})
     added = False
     for record in gt["runs"].values():
         run = record.get("affinity_run")
         if run is not None and "learning_rate_sum" not in run:
-            run["learning_rate_sum"] = learning_rate_sum(cfg)
+            run["learning_rate_sum"] = recorded_learning_rate_sum(gt["settings"]["train"])
             added = True
     return added
 

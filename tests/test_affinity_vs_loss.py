@@ -16,7 +16,7 @@ TAG = np.array([[0.0, 2.0, -1.0], [0.5, 0.0, 3.0], [-2.0, 1.0, 0.0]])  # [source
 
 
 def record(noise_seed=None):
-    kappa = A.schedule_sum(TRAIN)
+    kappa = A.recorded_learning_rate_sum(TRAIN)
     assert kappa == pytest.approx(sum(0.01 * min(1, t / 4) for t in range(4)) + sum(
         0.01 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (t - 4) / 36))) for t in range(4, 40)), rel=1e-5)
     validation = {}

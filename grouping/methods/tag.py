@@ -48,12 +48,18 @@ import numpy as np
 from grouping.methods.base import Cost, Estimate, Method, MethodSettings, register
 from grouping.runner import FULL_COST, HALF_SIZE, NetSpec, Runner, Trained
 from grouping.selection import network_label, subsets_by_size
-from mtl.train import learning_rate_sum
+from mtl.train import TrainConfig, learning_rate_sum
 
 #: The most a loss read off the affinity moves from the all-task network's, in log units (e^20 ~ 5e8).
 MAX_LOG_CHANGE = 20.0
 #: The matrices of the affinity run (`grouping.runner.measure_affinity`), by the key it stores them under.
 MATRICES = ("tag", "cs")
+
+
+def recorded_learning_rate_sum(train: Mapping[str, Any]) -> float:
+    """``kappa`` of a ground-truth record's training settings (its ``settings["train"]``): what
+    `AffinityMethod.record` stores for a run with those settings."""
+    return learning_rate_sum(TrainConfig(**{k: train[k] for k in ("steps", "learning_rate", "warmup_fraction")}))
 
 
 def rate_matrix(key: str, matrices: Mapping[str, Any], together: Mapping[str, float],
