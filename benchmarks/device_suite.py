@@ -356,4 +356,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    from mtl import runtime
+
+    runtime.tune_process()  # as the scripts do (mtl.cli.run)
     main()

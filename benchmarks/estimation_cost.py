@@ -90,7 +90,7 @@ def main(argv=None) -> None:
                    help="quick: fraction of the schedule each of its networks is trained for")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "estimation_cost.json"))
     args = p.parse_args(argv)
-    runtime.tune_malloc()  # MTL_TUNE_MALLOC=1 only, as in the scripts (mtl.cli.run)
+    runtime.tune_process()  # as the scripts do (mtl.cli.run)
     tasks = resolve_tasks(args.tasks, min_tasks=2)
     names = tuple(t.name for t in tasks)
     methods = [m for m in args.methods.split(",") if m] if args.methods else by_cost(names, args.steps)

@@ -378,4 +378,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from mtl import runtime
+
+    runtime.tune_process()  # as the scripts do (mtl.cli.run)
     raise SystemExit(main())

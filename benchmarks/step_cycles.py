@@ -112,7 +112,7 @@ def child(counter: Path) -> None:
     from mtl import runtime
     from train_step import jax_step_fn, synthetic_data
 
-    runtime.tune_malloc()
+    runtime.tune_process()
     step = jax_step_fn(synthetic_data(256, 64), 32, 10**6)
     for _ in range(5):
         np.asarray(step())
@@ -187,15 +187,15 @@ def main() -> None:
     from mtl import runtime
     from train_step import machine, synthetic_data, time_steps, torch_step_fn
 
-    # As in train_step.py: the opt-in allocator setting (MTL_TUNE_MALLOC=1)
-    # applies to PyTorch in this process too; the JAX child applies it itself.
-    tuned = runtime.tune_malloc()
+    # As in train_step.py: the process settings (mtl.runtime.tune_process)
+    # apply to PyTorch in this process too; the JAX child applies them itself.
+    tuned = runtime.tune_process()
     jax_profile = profile_jax(args.seconds, args.hz)
     torch.set_num_threads(os.cpu_count() or 1)
     torch_ms = time_steps(torch_step_fn(synthetic_data(256, 64), 32, 10**6, channels_last=True), 10, 5) * 1e3
     cores = os.cpu_count() or 1
     result = {"tasks": "seg,depth,normals,edges", "resolution": 64, "batch": 32, "machine": machine(),
-              "cpu_tuning": {"malloc": tuned, "xla_compiler_options": runtime.compiler_options()},
+              "cpu_tuning": {"process": tuned, "xla_compiler_options": runtime.compiler_options()},
               "jax": jax_profile, "torch_ms_per_step": torch_ms, "torch_core_ms_per_step_at_most": torch_ms * cores}
     conv = jax_profile["convolution_core_ms_per_step"]
     print(f"JAX step: {jax_profile['ms_per_step']:.1f} ms wall, {jax_profile['busy_cores']:.2f} cores busy; "

@@ -122,7 +122,7 @@ def main(argv=None) -> None:
                    help="the device's peak TFLOP/s at --dtype, for the FLOPs utilisation (e.g. 989 for an H100 SXM at bf16)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    runtime.tune_malloc()  # MTL_TUNE_MALLOC=1 only, as in the scripts (mtl.cli.run)
+    runtime.tune_process()  # as the scripts do (mtl.cli.run)
     strategy = resolve_strategy(args.strategy)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, dtype=args.dtype, steps_per_call=25)
     data = render_scenes(seed=0, count=args.images, resolution=args.resolution)

@@ -31,7 +31,10 @@ evaluation. Prints a table and, last, `sweep_speedup_vs_pytorch=<float>`:
 PyTorch's wall over ours, i.e. our throughput (network-steps per second)
 over PyTorch's for the whole sweep. Writes JSON to `--out`, with the load
 average before and after each side (on a loaded machine PyTorch's OpenMP
-threads slow down far more than XLA's, which flatters our ratio).
+threads slow down far more than XLA's, which flatters our ratio), and each
+side's system time and page faults. Both sides run with the process
+settings the scripts apply (`mtl.runtime.tune_process`);
+`--process-settings off` runs without them, to measure what they do.
 `--torch-device cuda` (default: cuda where PyTorch sees a GPU) runs the
 PyTorch side on a GPU.
 
@@ -47,6 +50,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -210,6 +214,9 @@ def main(argv=None) -> dict:
     p.add_argument("--eval-batch", type=int, default=None,
                    help="ours: evaluation batch (default: the library's, mtl.train.even_batch: equal batches of at most 64)")
     p.add_argument("--order", choices=("ours-first", "torch-first"), default="ours-first")
+    p.add_argument("--process-settings", choices=("on", "off"), default="on",
+                   help="mtl.runtime.tune_process, as the scripts apply it (off: jax's asynchronous CPU dispatch "
+                        "and glibc's default allocator, to measure what it does)")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/sweep_vs_pytorch_<res>.json)")
     args = p.parse_args(argv)
 
@@ -219,7 +226,8 @@ def main(argv=None) -> dict:
         sys.exit("error: PyTorch is not installed; pip install -e '.[bench]' (torch, CPU build)")
     from tasks.scenes import render_scenes
 
-    runtime.tune_malloc()  # MTL_TUNE_MALLOC=1 only, as in the scripts
+    # As the scripts do (mtl.cli.run); PyTorch, in this process, gets it too.
+    settings = runtime.tune_process() if args.process_settings == "on" else {}
     torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
     tdev = ("cuda" if torch.cuda.is_available() else "cpu") if args.torch_device == "auto" else args.torch_device
     if tdev == "cuda":
@@ -242,7 +250,7 @@ def main(argv=None) -> dict:
     results = {}
     order = ["ours", "torch"] if args.order == "ours-first" else ["torch", "ours"]
     for who in order:
-        cpu0 = time.process_time()
+        cpu0, usage0 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
         if who == "ours":
             results["ours"] = run_ours(specs, by_name, train, validation, cfg, args.strategy, args.eval_batch)
         else:
@@ -251,15 +259,19 @@ def main(argv=None) -> dict:
         load[f"after_{who}"] = _load()
         r = results[who]
         r["process_cpu_seconds"] = time.process_time() - cpu0  # all threads; spin-waiting counts too
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        r["system_cpu_seconds"] = usage.ru_stime - usage0.ru_stime  # the kernel's share: page faults, mostly
+        r["minor_page_faults"] = usage.ru_minflt - usage0.ru_minflt
         print(f"  {who:<6} {r['wall_seconds']:7.1f} s  " + "  ".join(f"{k} {v:.1f}" for k, v in r["phases_seconds"].items())
-              + (f"  (of which tracing+compiling {r['compile_seconds']:.1f})" if who == "ours" else ""), flush=True)
+              + (f"  (of which tracing+compiling {r['compile_seconds']:.1f})" if who == "ours" else "")
+              + f"; system time {r['system_cpu_seconds']:.1f} s, {r['minor_page_faults']:,} page faults", flush=True)
     ours, theirs = results["ours"], results["torch"]
     network_steps = len(specs) * args.steps
     speedup = theirs["wall_seconds"] / ours["wall_seconds"]
     out = {
         "benchmark": "sweep_vs_pytorch",
         "command": "python benchmarks/sweep_vs_pytorch.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {**machine(), "torch_device": tdev}, "tasks": args.tasks, "networks": len(specs),
+        "machine": {**machine(), "torch_device": tdev}, "process_settings": settings, "tasks": args.tasks, "networks": len(specs),
         "sizes": sorted({s.size for s in specs}), "resolution": args.resolution, "steps": args.steps,
         "batch_size": args.batch_size, "counts": [n_train, n_val], "render_seconds": render_seconds,
         "load_average": load, "ours": ours, "torch": theirs,

@@ -259,14 +259,14 @@ def main() -> None:
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/train_step_<backend>.json)")
     args = p.parse_args()
 
-    # The opt-in allocator setting of the scripts (MTL_TUNE_MALLOC=1,
-    # mtl.runtime.tune_malloc): PyTorch, in the same process, gets it too.
-    # MTL_CPU_TUNING=0 runs with XLA's default options and no allocator setting.
-    tuned = runtime.tune_malloc()
+    # The CPU process settings of the scripts (mtl.runtime.tune_process):
+    # PyTorch, in the same process, gets the allocator setting too.
+    # MTL_CPU_TUNING=0 runs with XLA's defaults and no process setting.
+    tuned = runtime.tune_process()
     data = synthetic_data(512, args.resolution)
     total_steps = (args.steps * args.repeats + 1) * 3  # schedule length; warm-up stays short
     results = {"batch": args.batch, "resolution": args.resolution, "tasks": TASKS, "machine": machine(),
-               "cpu_tuning": {"malloc": tuned, "xla_compiler_options": runtime.compiler_options()}}
+               "cpu_tuning": {"process": tuned, "xla_compiler_options": runtime.compiler_options()}}
 
     try:
         import torch

@@ -125,12 +125,12 @@ def init_distributed() -> None:
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Calls main(argv); a user error becomes a one-line message and exit 2.
-    First tunes the allocator if MTL_TUNE_MALLOC=1 (`mtl.runtime.tune_malloc`)
+    First applies the CPU process settings (`mtl.runtime.tune_process`)
     and, with MTL_DISTRIBUTED=1, joins a multi-process run (`init_distributed`)."""
     from mtl import runtime
 
     try:
-        runtime.tune_malloc()
+        runtime.tune_process()
         init_distributed()
         code = main(argv)
     except KeyboardInterrupt:

@@ -9,21 +9,24 @@ jaxlib 0.10; `python benchmarks/train_step.py`, README "Benchmarks"):
   `compiler_options()` gives the per-program option that keeps YNNPACK for
   reductions only; `jit` applies it on a CPU backend (the same program, the
   same numbers up to float rounding).
-* Page faults (opt-in). glibc returns the step's large temporaries to the
-  kernel after every step (mmap'd blocks, arena trimming) and the next step
-  faults them back in: about 17,000 page faults and 30 ms of system time per
-  64x64 step. `tune_malloc()` keeps freed memory in the process (one arena,
-  no mmap, no trimming). It helped the steady 64x64 step but made the
-  compile-heavy 32x32 sweep 19-29% slower (not diagnosed), so it is off
-  unless `MTL_TUNE_MALLOC=1`; entry points (the scripts, the benchmarks)
-  call it, never an import. Each half alone did nothing for the step, so
-  the one arena that may slow the sweep cannot be dropped: in one session,
-  `GLIBC_TUNABLES=<T> python benchmarks/train_step.py --ensemble 0 --out
-  /tmp/t.json` gave 0.72x PyTorch with T=glibc.malloc.arena_max=1, 0.72x
-  with T=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647,
-  0.85x with both, and 0.80x untouched.
+* Page faults. XLA:CPU allocates each program's large temporaries afresh
+  on every run. By default jax runs a CPU program on a worker thread, whose
+  glibc arena hands blocks of that size to the kernel and back (mmap,
+  trimming), and the next run faults them in again: 25 million page
+  faults and 47 s of system time in a 148 s sweep of 15 networks (32x32,
+  600 steps). `tune_process()` runs CPU programs on the calling thread
+  (jax's `jax_cpu_enable_async_dispatch` off) and keeps freed memory in the
+  main arena (glibc `mallopt`: no mmap, no trimming): 0.25 million faults,
+  1 s of system time, and the sweep took 128 s (`python
+  benchmarks/sweep_vs_pytorch.py [--process-settings off]`). Neither
+  half helps alone: with async dispatch the temporaries come from the
+  worker threads' arenas, which the mallopt settings do not keep; limiting
+  glibc to one arena (the earlier opt-in setting) kept them too, but
+  serialised XLA's multi-threaded compilation (13 s -> 20 s of compiling
+  in that sweep). Entry points (the scripts through `mtl.cli.run`, the
+  benchmarks) call it before jax creates its CPU client, never an import.
 
-`MTL_CPU_TUNING=0` turns both off (to compare, or if a setting misbehaves).
+`MTL_CPU_TUNING=0` turns all of them off (to compare, or if a setting misbehaves).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import numpy as np
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
 
 # glibc mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
 def enabled() -> bool:
@@ -77,25 +80,34 @@ def put(x: Any) -> jax.Array:
     return x if isinstance(x, jax.Array) else jax.device_put(np.asarray(x))
 
 
-_malloc_tuned = False
+_process_tuned: dict[str, bool] | None = None
 
 
-def tune_malloc() -> bool:
-    """With MTL_TUNE_MALLOC=1, keep freed heap memory in the process (glibc
-    only); True if applied.
+def tune_process() -> dict[str, bool]:
+    """The process settings of a fast CPU run (module docstring), unless
+    MTL_CPU_TUNING=0; returns what was applied: `sync_cpu_dispatch` (False
+    where jax's backends already existed, as the setting is read when the CPU
+    client is created) and `keep_freed_memory` (glibc only).
 
-    Call it early in a process's entry point, before large arrays exist.
+    Call it first in a process's entry point, before jax computes anything
+    and before large arrays exist. Both settings are process-wide; neither
+    changes a number, and on a GPU they touch only jax's host-side client.
     """
-    global _malloc_tuned
-    if _malloc_tuned:
-        return True
-    if not enabled() or os.environ.get("MTL_TUNE_MALLOC", "0") != "1":
-        return False
+    global _process_tuned
+    if _process_tuned is not None:
+        return dict(_process_tuned)
+    if not enabled():
+        return {"sync_cpu_dispatch": False, "keep_freed_memory": False}
+    from jax._src import xla_bridge
+
+    ready = getattr(xla_bridge, "backends_are_initialized", lambda: True)()
+    if not ready:
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+    kept = False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        ok = (libc.mallopt(_M_ARENA_MAX, 1) == 1) & (libc.mallopt(_M_MMAP_MAX, 0) == 1)
-        ok &= libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+        kept = (libc.mallopt(_M_MMAP_MAX, 0) == 1) & (libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1)
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
-        return False
-    _malloc_tuned = bool(ok)
-    return _malloc_tuned
+        pass
+    _process_tuned = {"sync_cpu_dispatch": not ready, "keep_freed_memory": bool(kept)}
+    return dict(_process_tuned)

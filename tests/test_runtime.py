@@ -53,12 +53,34 @@ def test_tuned_step_equals_xla_default_step(monkeypatch):
     assert np.all(tuned[-1] < tuned[0])  # it trains
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
-@pytest.mark.parametrize("opt_in, tuning, expected", [("1", "1", "True"), ("0", "1", "False"), ("1", "0", "False")])
-def test_tune_malloc_only_when_asked(opt_in, tuning, expected):
-    # In a child process: the allocator setting is process-wide.
-    code = "from mtl import runtime; import numpy as np; print(runtime.tune_malloc()); np.ones(10**7).sum()"
+def _child(code: str, **env) -> list[str]:
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "MTL_TUNE_MALLOC": opt_in, "MTL_CPU_TUNING": tuning})
+                          env={**os.environ, **env})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == [expected]
+    return proc.stdout.split()
+
+
+_TUNE = ("from mtl import runtime; import jax, jax.numpy as jnp; r = runtime.tune_process(); "
+         "x = jnp.ones((256, 256)); print(r['sync_cpu_dispatch'], r['keep_freed_memory'], "
+         "jax.config.read('jax_cpu_enable_async_dispatch'), float((x @ x).sum()))")
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_tune_process_applies_both_settings_unless_switched_off():
+    # In child processes: both settings are process-wide.
+    assert _child(_TUNE, MTL_CPU_TUNING="1") == ["True", "True", "False", str(256.0**3)]
+    assert _child(_TUNE, MTL_CPU_TUNING="0") == ["False", "False", "True", str(256.0**3)]
+
+
+def test_tune_process_after_jax_has_computed_leaves_dispatch_alone():
+    code = ("import jax.numpy as jnp; jnp.ones(3).sum(); from mtl import runtime; import jax; "
+            "print(runtime.tune_process()['sync_cpu_dispatch'], jax.config.read('jax_cpu_enable_async_dispatch'))")
+    assert _child(code, MTL_CPU_TUNING="1") == ["False", "True"]
+
+
+@pytest.mark.parametrize("script", ["find_groups", "ground_truth", "select_networks", "train"])
+def test_the_scripts_leave_jax_unstarted_until_their_entry_point_tunes_it(script):
+    # mtl.cli.run tunes first; that only works if importing a script computes nothing.
+    code = (f"import sys; sys.path.insert(0, 'scripts'); import {script}; "
+            "from jax._src import xla_bridge; print(xla_bridge.backends_are_initialized())")
+    assert _child(code) == ["False"]
