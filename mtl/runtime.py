@@ -90,24 +90,31 @@ def tune_process() -> dict[str, bool]:
     client is created) and `keep_freed_memory` (glibc only).
 
     Call it first in a process's entry point, before jax computes anything
-    and before large arrays exist. Both settings are process-wide; neither
-    changes a number, and on a GPU they touch only jax's host-side client.
+    and before large arrays exist. Both settings are process-wide and
+    change no number; on a GPU the dispatch setting touches only jax's
+    host-side CPU client.
     """
     global _process_tuned
     if _process_tuned is not None:
         return dict(_process_tuned)
     if not enabled():
         return {"sync_cpu_dispatch": False, "keep_freed_memory": False}
-    from jax._src import xla_bridge
+    try:  # the dispatch setting is read when jax creates its CPU client
+        from jax._src import xla_bridge
 
-    ready = getattr(xla_bridge, "backends_are_initialized", lambda: True)()
-    if not ready:
-        jax.config.update("jax_cpu_enable_async_dispatch", False)
+        sync = not xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):  # a jax that does not say: assume it is too late
+        sync = False
+    if sync:
+        try:
+            jax.config.update("jax_cpu_enable_async_dispatch", False)
+        except (AttributeError, KeyError, ValueError):  # a jax without the option: leave dispatch as it is
+            sync = False
     kept = False
     try:
         libc = ctypes.CDLL("libc.so.6")
         kept = (libc.mallopt(_M_MMAP_MAX, 0) == 1) & (libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1)
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
         pass
-    _process_tuned = {"sync_cpu_dispatch": not ready, "keep_freed_memory": bool(kept)}
+    _process_tuned = {"sync_cpu_dispatch": sync, "keep_freed_memory": bool(kept)}
     return dict(_process_tuned)
