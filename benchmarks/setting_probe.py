@@ -75,8 +75,14 @@ def train(args) -> dict:
         for split in ("validation", "test"):
             splits[split]["segment_semantic"] = splits[split].pop("segment_semantic_true")
         splits["train"].pop("segment_semantic_true")
+    if args.normals_everywhere and not (args.annotated < 1 or args.annotated_apart):
+        raise SystemExit("--normals-everywhere needs --annotated below 1 (or --annotated-apart)")
+    if args.normals_everywhere:  # depth's labels go to a copy that only the depth task reads
+        for split in splits.values():
+            split[_OWN_DEPTH] = split["depth_zbuffer"].copy()
     if args.annotated < 1 or args.annotated_apart:
-        annotated = _unannotate(splits["train"], args.annotated, args.annotated_apart)
+        annotated = _unannotate(splits["train"], args.annotated, args.annotated_apart,
+                                depth_key=_OWN_DEPTH if args.normals_everywhere else "depth_zbuffer")
         if args.annotated_repeat > 1:  # the annotated images, sampled that many times as often
             splits["train"] = {k: np.concatenate([v] + [v[annotated]] * (args.annotated_repeat - 1))
                                for k, v in splits["train"].items()}
@@ -97,6 +103,8 @@ def train(args) -> dict:
         swap = {t.name: dataclasses.replace(t, loss=lambda p, y, m, f=t.loss, c=scale[t.name]: f(p, y, m) / c)
                 for t in tasks}
         members = [tuple(swap[t.name] for t in m) for m in members]
+    if args.normals_everywhere:
+        members = [tuple(_own_depth(t) if t.name == "depth" else t for t in m) for m in members]
     cfg = TrainConfig(steps=args.steps, learning_rate=args.lr, size=args.size, seed=args.seed,
                       checkpoint_every=10**9)
     t0 = time.perf_counter()
@@ -214,12 +222,30 @@ def _seg_noise(share: float) -> None:
     _patch_object_classes(classes, keep_true=True)
 
 
-def _unannotate(train: dict, fraction: float, apart: bool = False) -> np.ndarray:
+#: --normals-everywhere: the depth labels only the depth task reads.
+_OWN_DEPTH = "depth_own"
+
+
+def _own_depth(task):
+    """The depth task reading `_OWN_DEPTH`, masked where that copy is unlabelled (DEPTH_INVALID), not
+    through the shared validity mask."""
+    import dataclasses
+
+    from tasks.registry import DEPTH_INVALID
+
+    def masked(f):
+        return lambda p, y, m: f(p, y, y[..., 0] < task.decode(np.array(DEPTH_INVALID - 1))[0])  # y: (B,R,R,1)
+
+    return dataclasses.replace(task, label=_OWN_DEPTH, masked=False, loss=masked(task.loss), stats=masked(task.stats))
+
+
+def _unannotate(train: dict, fraction: float, apart: bool = False, depth_key: str = "depth_zbuffer") -> np.ndarray:
     """Keeps seg and depth labels on a random `fraction` of the training images (the annotated ones;
     depth's absence also unlabels normals, through the validity mask) and removes them from the rest,
     as when annotation is costly; labels computed from the image itself (edges, keypoints) stay on
     every image. With `apart`, seg and depth are annotated on two disjoint shares (as when the two
-    labels come from different sources). Validation and test stay fully labelled. Returns the indices of
+    labels come from different sources). `depth_key`: where depth's labels are unlabelled (another key
+    leaves the validity mask, so normals, whole). Validation and test stay fully labelled. Returns the indices of
     the images that keep a seg or depth label."""
     if not 0 < fraction <= (0.5 if apart else 1):
         raise SystemExit(f"--annotated must be in (0, {0.5 if apart else 1}]"
@@ -227,10 +253,10 @@ def _unannotate(train: dict, fraction: float, apart: bool = False) -> np.ndarray
     n = len(train["rgb"])
     k = max(1, round(fraction * n))
     order = np.random.default_rng([11, n]).permutation(n)
-    for m, share in (("segment_semantic", order[:k]), ("depth_zbuffer", order[k:2 * k] if apart else order[:k])):
+    for m, share in (("segment_semantic", order[:k]), (depth_key, order[k:2 * k] if apart else order[:k])):
         keep = np.zeros(n, bool)
         keep[share] = True
-        train[m][~keep] = _UNLABELLED[m]
+        train[m][~keep] = _UNLABELLED.get(m, _UNLABELLED["depth_zbuffer"])
     return np.sort(order[:2 * k] if apart else order[:k])
 
 
@@ -340,6 +366,9 @@ def main(argv=None) -> int:
     p.add_argument("--annotated-repeat", type=int, default=1, help="with --annotated: each annotated training "
                    "image appears this many times in the training split, so batches sample it that much more "
                    "often (as when labelled images are oversampled)")
+    p.add_argument("--normals-everywhere", action="store_true",
+                   help="with --annotated: normals keep their labels on every training image (as from a sensor of "
+                        "their own) while depth loses them; depth then trains on its own copy, masked where unlabelled")
     p.add_argument("--annotated-apart", action="store_true", help="with --annotated: seg and depth on two "
                    "disjoint shares of the training images")
     p.add_argument("--seg-by-height", type=float, default=0.0, metavar="METRES",

@@ -138,6 +138,34 @@ def test_annotated_apart_gives_seg_and_depth_disjoint_images():
         _unannotate(train, 0.6, apart=True)
 
 
+def test_normals_everywhere_unlabels_depth_only_in_its_own_copy_and_its_task_masks_there():
+    import jax.numpy as jnp
+
+    from benchmarks.setting_probe import _OWN_DEPTH, _own_depth, _unannotate
+    from tasks.registry import DEPTH_INVALID, TASKS
+
+    depth = np.full((40, 4, 4), 2500, np.uint16)
+    depth[:, 0, 0] = DEPTH_INVALID  # background: no surface, on every image
+    train = {"rgb": np.zeros((40, 4, 4, 3), np.uint8), "segment_semantic": np.ones((40, 4, 4), np.uint8),
+             "depth_zbuffer": depth.copy(), _OWN_DEPTH: depth.copy()}
+    _unannotate(train, 0.25, apart=True, depth_key=_OWN_DEPTH)
+    np.testing.assert_array_equal(train["depth_zbuffer"], depth)  # the validity mask, so normals, whole
+    own_kept = (train[_OWN_DEPTH] != DEPTH_INVALID).any(axis=(1, 2))
+    assert own_kept.sum() == 10
+
+    own = _own_depth(TASKS["depth"])
+    assert own.modalities == (_OWN_DEPTH,)
+    # A prediction 1 off (in the task's units) on the 15 labelled pixels of each annotated image,
+    # 50 off on everything unlabelled: the loss sees only the labelled pixels.
+    target = own.decode(jnp.asarray(train[_OWN_DEPTH]))
+    pred = jnp.where(jnp.asarray(train[_OWN_DEPTH] != DEPTH_INVALID)[..., None], target + 1.0, 50.0)
+    assert float(own.compute_loss(pred, train)) == pytest.approx(1.0)
+    assert float(own.compute_stats(pred, train)["count"]) == 10 * 15
+    full = {"depth_zbuffer": depth, _OWN_DEPTH: depth}  # fully labelled: the registry's depth task exactly
+    pred = jnp.asarray(np.random.default_rng(0).normal(size=(40, 4, 4, 1)), jnp.float32)
+    assert float(own.compute_loss(pred, full)) == pytest.approx(float(TASKS["depth"].compute_loss(pred, full)))
+
+
 def test_seg_by_height_splits_object_classes_by_metric_height(monkeypatch):
     import tasks.scenes.render as render
     from benchmarks.setting_probe import _seg_by_height
