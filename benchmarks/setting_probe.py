@@ -45,6 +45,8 @@ def train(args) -> dict:
 
     import mtl.model
 
+    if args.normals_everywhere and not (args.annotated < 1 or args.annotated_apart):
+        raise SystemExit("--normals-everywhere needs --annotated below 1 (or --annotated-apart)")
     if args.annotated_repeat < 1 or (args.annotated_repeat > 1 and not (args.annotated < 1 or args.annotated_apart)):
         raise SystemExit(f"--annotated-repeat must be at least 1, and above 1 only with --annotated below 1; got "
                          f"{args.annotated_repeat} with --annotated {args.annotated}")
@@ -75,8 +77,6 @@ def train(args) -> dict:
         for split in ("validation", "test"):
             splits[split]["segment_semantic"] = splits[split].pop("segment_semantic_true")
         splits["train"].pop("segment_semantic_true")
-    if args.normals_everywhere and not (args.annotated < 1 or args.annotated_apart):
-        raise SystemExit("--normals-everywhere needs --annotated below 1 (or --annotated-apart)")
     if args.normals_everywhere:  # depth's labels go to a copy that only the depth task reads
         for split in splits.values():
             split[_OWN_DEPTH] = split["depth_zbuffer"].copy()

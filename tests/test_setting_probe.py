@@ -166,6 +166,20 @@ def test_normals_everywhere_unlabels_depth_only_in_its_own_copy_and_its_task_mas
     assert float(own.compute_loss(pred, full)) == pytest.approx(float(TASKS["depth"].compute_loss(pred, full)))
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--normals-everywhere"], "--normals-everywhere needs --annotated"),
+    (["--annotated-repeat", "4"], "--annotated-repeat must be at least 1"),
+    (["--annotated", "0.5", "--annotated-repeat", "0"], "--annotated-repeat must be at least 1"),
+])
+def test_settings_that_need_another_are_refused_before_any_rendering(argv, message, monkeypatch):
+    import tasks.scenes
+    from benchmarks.setting_probe import main
+
+    monkeypatch.setattr(tasks.scenes, "render_scenes", lambda *a, **k: pytest.fail("rendered before refusing"))
+    with pytest.raises(SystemExit, match=message):
+        main([*argv, "--out", "/nonexistent/never.json"])
+
+
 def test_seg_by_height_splits_object_classes_by_metric_height(monkeypatch):
     import tasks.scenes.render as render
     from benchmarks.setting_probe import _seg_by_height
