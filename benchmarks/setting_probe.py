@@ -45,6 +45,8 @@ def train(args) -> dict:
 
     import mtl.model
 
+    if args.depth_annotated is not None and not args.annotated_apart:
+        raise SystemExit("--depth-annotated needs --annotated-apart")
     if args.normals_everywhere and not (args.annotated < 1 or args.annotated_apart):
         raise SystemExit("--normals-everywhere needs --annotated below 1 (or --annotated-apart)")
     if args.annotated_repeat < 1 or (args.annotated_repeat > 1 and not (args.annotated < 1 or args.annotated_apart)):
@@ -82,7 +84,8 @@ def train(args) -> dict:
             split[_OWN_DEPTH] = split["depth_zbuffer"].copy()
     if args.annotated < 1 or args.annotated_apart:
         annotated = _unannotate(splits["train"], args.annotated, args.annotated_apart,
-                                depth_key=_OWN_DEPTH if args.normals_everywhere else "depth_zbuffer")
+                                depth_key=_OWN_DEPTH if args.normals_everywhere else "depth_zbuffer",
+                                depth_fraction=args.depth_annotated)
         if args.annotated_repeat > 1:  # the annotated images, sampled that many times as often
             splits["train"] = {k: np.concatenate([v] + [v[annotated]] * (args.annotated_repeat - 1))
                                for k, v in splits["train"].items()}
@@ -239,25 +242,31 @@ def _own_depth(task):
     return dataclasses.replace(task, label=_OWN_DEPTH, masked=False, loss=masked(task.loss), stats=masked(task.stats))
 
 
-def _unannotate(train: dict, fraction: float, apart: bool = False, depth_key: str = "depth_zbuffer") -> np.ndarray:
+def _unannotate(train: dict, fraction: float, apart: bool = False, depth_key: str = "depth_zbuffer",
+                depth_fraction: float | None = None) -> np.ndarray:
     """Keeps seg and depth labels on a random `fraction` of the training images (the annotated ones;
     depth's absence also unlabels normals, through the validity mask) and removes them from the rest,
     as when annotation is costly; labels computed from the image itself (edges, keypoints) stay on
     every image. With `apart`, seg and depth are annotated on two disjoint shares (as when the two
     labels come from different sources). `depth_key`: where depth's labels are unlabelled (another key
-    leaves the validity mask, so normals, whole). Validation and test stay fully labelled. Returns the indices of
+    leaves the validity mask, so normals, whole). `depth_fraction` (with `apart`): depth's own share, if
+    not `fraction`. Validation and test stay fully labelled. Returns the indices of
     the images that keep a seg or depth label."""
     if not 0 < fraction <= (0.5 if apart else 1):
         raise SystemExit(f"--annotated must be in (0, {0.5 if apart else 1}]"
                          f"{' with --annotated-apart' if apart else ''}, got {fraction}")
+    depth_fraction = fraction if depth_fraction is None else depth_fraction
+    if depth_fraction != fraction and not (apart and 0 < depth_fraction <= 1 - fraction):
+        raise SystemExit(f"--depth-annotated needs --annotated-apart and must be in (0, {1 - fraction:g}] beside "
+                         f"--annotated {fraction:g}, got {depth_fraction}")
     n = len(train["rgb"])
-    k = max(1, round(fraction * n))
+    k, kd = max(1, round(fraction * n)), max(1, round(depth_fraction * n))
     order = np.random.default_rng([11, n]).permutation(n)
-    for m, share in (("segment_semantic", order[:k]), (depth_key, order[k:2 * k] if apart else order[:k])):
+    for m, share in (("segment_semantic", order[:k]), (depth_key, order[k:k + kd] if apart else order[:k])):
         keep = np.zeros(n, bool)
         keep[share] = True
         train[m][~keep] = _UNLABELLED.get(m, _UNLABELLED["depth_zbuffer"])
-    return np.sort(order[:2 * k] if apart else order[:k])
+    return np.sort(order[:k + kd] if apart else order[:k])
 
 
 def _machine() -> str:
@@ -369,6 +378,8 @@ def main(argv=None) -> int:
     p.add_argument("--normals-everywhere", action="store_true",
                    help="with --annotated: normals keep their labels on every training image (as from a sensor of "
                         "their own) while depth loses them; depth then trains on its own copy, masked where unlabelled")
+    p.add_argument("--depth-annotated", type=float, default=None, metavar="FRACTION",
+                   help="with --annotated-apart: depth's share of the training images, if not --annotated's")
     p.add_argument("--annotated-apart", action="store_true", help="with --annotated: seg and depth on two "
                    "disjoint shares of the training images")
     p.add_argument("--seg-by-height", type=float, default=0.0, metavar="METRES",

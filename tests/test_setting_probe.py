@@ -137,6 +137,16 @@ def test_annotated_apart_gives_seg_and_depth_disjoint_images():
     with pytest.raises(SystemExit, match="--annotated-apart"):
         _unannotate(train, 0.6, apart=True)
 
+    train = {"rgb": np.zeros((40, 32, 32, 3), np.uint8), "segment_semantic": np.ones((40, 32, 32), np.uint8),
+             "depth_zbuffer": np.full((40, 32, 32), 1000, np.uint16)}
+    annotated = _unannotate(train, 0.25, apart=True, depth_fraction=0.1)  # depth on a share of its own size
+    seg_kept = (train["segment_semantic"] != 0).all(axis=(1, 2))
+    depth_kept = (train["depth_zbuffer"] != DEPTH_INVALID).all(axis=(1, 2))
+    assert seg_kept.sum() == 10 and depth_kept.sum() == 4 and not (seg_kept & depth_kept).any()
+    np.testing.assert_array_equal(annotated, np.flatnonzero(seg_kept | depth_kept))
+    with pytest.raises(SystemExit, match="--depth-annotated"):
+        _unannotate(train, 0.25, apart=True, depth_fraction=0.8)
+
 
 def test_normals_everywhere_unlabels_depth_only_in_its_own_copy_and_its_task_masks_there():
     import jax.numpy as jnp
@@ -168,6 +178,7 @@ def test_normals_everywhere_unlabels_depth_only_in_its_own_copy_and_its_task_mas
 
 @pytest.mark.parametrize("argv, message", [
     (["--normals-everywhere"], "--normals-everywhere needs --annotated"),
+    (["--annotated", "0.1", "--depth-annotated", "0.05"], "--depth-annotated needs --annotated-apart"),
     (["--annotated-repeat", "4"], "--annotated-repeat must be at least 1"),
     (["--annotated", "0.5", "--annotated-repeat", "0"], "--annotated-repeat must be at least 1"),
 ])
