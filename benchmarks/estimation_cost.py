@@ -90,7 +90,7 @@ def main(argv=None) -> None:
                    help="quick: fraction of the schedule each of its networks is trained for")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "estimation_cost.json"))
     args = p.parse_args(argv)
-    runtime.tune_process()  # as the scripts do (mtl.cli.run)
+    process_settings = runtime.tune_process()  # as the scripts do (mtl.cli.run)
     tasks = resolve_tasks(args.tasks, min_tasks=2)
     names = tuple(t.name for t in tasks)
     methods = [m for m in args.methods.split(",") if m] if args.methods else by_cost(names, args.steps)
@@ -145,6 +145,7 @@ def main(argv=None) -> None:
     device = jax.devices()[0]
     result = {
         "benchmark": "estimation_cost", "command": "python benchmarks/estimation_cost.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "process_settings": process_settings,
         "device": {"platform": device.platform, "kind": device.device_kind, "cpus": os.cpu_count(),
                    "machine": platform.machine()},
         "tasks": [t.name for t in tasks], "resolution": args.resolution, "steps": args.steps,

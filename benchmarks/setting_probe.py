@@ -236,8 +236,10 @@ def _own_depth(task):
 
     from tasks.registry import DEPTH_INVALID
 
+    labelled_below = float(np.asarray(task.decode(np.array(DEPTH_INVALID - 1))).ravel()[0])  # decoded units
+
     def masked(f):
-        return lambda p, y, m: f(p, y, y[..., 0] < task.decode(np.array(DEPTH_INVALID - 1))[0])  # y: (B,R,R,1)
+        return lambda p, y, m: f(p, y, y[..., 0] < labelled_below)  # y: (B,R,R,1)
 
     return dataclasses.replace(task, label=_OWN_DEPTH, masked=False, loss=masked(task.loss), stats=masked(task.stats))
 
@@ -262,10 +264,12 @@ def _unannotate(train: dict, fraction: float, apart: bool = False, depth_key: st
     n = len(train["rgb"])
     k, kd = max(1, round(fraction * n)), max(1, round(depth_fraction * n))
     order = np.random.default_rng([11, n]).permutation(n)
-    for m, share in (("segment_semantic", order[:k]), (depth_key, order[k:k + kd] if apart else order[:k])):
+    depth_share = order[k:k + kd] if apart else order[:k]
+    for m, share, fill in (("segment_semantic", order[:k], _UNLABELLED["segment_semantic"]),
+                           (depth_key, depth_share, _UNLABELLED["depth_zbuffer"])):
         keep = np.zeros(n, bool)
         keep[share] = True
-        train[m][~keep] = _UNLABELLED.get(m, _UNLABELLED["depth_zbuffer"])
+        train[m][~keep] = fill
     return np.sort(order[:k + kd] if apart else order[:k])
 
 

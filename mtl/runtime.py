@@ -18,8 +18,8 @@ jaxlib 0.10; `python benchmarks/train_step.py`, README "Benchmarks"):
   (jax's `jax_cpu_enable_async_dispatch` off) and keeps freed memory in the
   main arena (glibc `mallopt`: no mmap, no trimming): 0.25 million faults,
   1 s of system time, and the sweep took 128 s (`python
-  benchmarks/sweep_vs_pytorch.py [--process-settings off]`). Neither
-  half helps alone: with async dispatch the temporaries come from the
+  benchmarks/sweep_vs_pytorch.py [--process-settings off]`). In one-off
+  runs (150 steps, not kept) neither half helped alone: with async dispatch the temporaries come from the
   worker threads' arenas, which the mallopt settings do not keep; limiting
   glibc to one arena (the earlier opt-in setting) kept them too, but
   serialised XLA's multi-threaded compilation (13 s -> 20 s of compiling
