@@ -336,7 +336,9 @@ def analyse_seeds(records: list[dict]) -> dict:
     from grouping.groundtruth import _stats, pairwise_transfer
     from grouping.setting_checks import TARGETS, _pairs
 
-    settings = [{k: v for k, v in r["settings"].items() if k != "seed"} for r in records]
+    # An option added after a probe ran is absent from its record: it ran with that option's default.
+    defaults = {k: v for k, v in vars(parser().parse_args([])).items() if k not in ("out", "analyse", "what")}
+    settings = [{k: v for k, v in {**defaults, **r["settings"]}.items() if k != "seed"} for r in records]
     if any(s != settings[0] for s in settings[1:]):
         raise SystemExit("--analyse with several files: they must be probes of one setting at different seeds; "
                          f"these differ: {settings}")
@@ -359,7 +361,7 @@ def analyse_seeds(records: list[dict]) -> dict:
     return {"headroom_percent": heads, "pairwise_transfer_percent": change, "helps": helps, "hurts": hurts}
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default="s,d,n,k,t")
     p.add_argument("--resolution", type=int, default=32)
@@ -400,6 +402,11 @@ def main(argv=None) -> int:
     p.add_argument("--analyse", metavar="JSON", nargs="+",
                    help="print the analysis of earlier probes' JSON (several: one setting at several seeds, "
                         "with the pairwise transfer's seed spread); train nothing")
+    return p
+
+
+def main(argv=None) -> int:
+    p = parser()
     args = p.parse_args(argv)
 
     if args.analyse:

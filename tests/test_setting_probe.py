@@ -64,6 +64,16 @@ def test_seeds_of_different_settings_are_refused():
         analyse_seeds(recs)
 
 
+def test_an_option_newer_than_a_probe_counts_as_its_default():
+    # seed 0 ran before --depth-annotated existed (absent: its default, None); seed 1 records None
+    recs = [_record(0, (0.9, 0.9), (1, 1)), _record(1, (0.9, 0.9), (1, 1))]
+    recs[1]["settings"]["depth_annotated"] = None
+    analyse_seeds(recs)
+    recs[1]["settings"]["depth_annotated"] = 0.047  # another value is another setting
+    with pytest.raises(SystemExit, match="one setting"):
+        analyse_seeds(recs)
+
+
 def test_loss_scales():
     assert _loss_scales("", None, None) == {}
     assert _loss_scales("seg=0.5,depth=2", None, None) == {"seg": 0.5, "depth": 2.0}
