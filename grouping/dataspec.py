@@ -22,13 +22,27 @@ class DataSpec:
 
     The scenes need no tensorflow-datasets: where it (or array_record) is not
     installed they are rendered in memory (`in_memory`), the same arrays under
-    the same store keys; a folder needs it (MissingPackageError says so)."""
+    the same store keys; a folder needs it (MissingPackageError says so).
+
+    `labels`: a label plan of `tasks.label_plan.PLANS` (scenes only): the training
+    split keeps each planned label on a share of its images, oversampled; validation
+    and test keep every label. None: every image keeps every label."""
 
     source: str = "scenes"
     resolution: int = 64
     seed: int = 0
     counts: tuple[int, int, int] | None = None
     data_dir: str | None = None
+    labels: str | None = None
+
+    def __post_init__(self):
+        if self.labels is not None:
+            from tasks.label_plan import get_plan
+
+            get_plan(self.labels)  # an unknown plan: the message lists the known ones
+            if not self.is_scenes:
+                raise ValueError(f"--labels {self.labels} applies to the embedded scenes only; the data source "
+                                 f"{self.source} has the labels it has")
 
     @property
     def is_scenes(self) -> bool:
@@ -110,6 +124,8 @@ class DataSpec:
         }
         if self.is_scenes:
             out.update(seed=self.seed, counts=list(normalize_counts(self.counts)), renderer=renderer_fingerprint())
+        if self.labels is not None:  # absent otherwise: the keys of every run made before label plans
+            out["labels"] = self.labels
         return out
 
     def load(self, tasks: Sequence, progress: bool = True,
@@ -127,14 +143,20 @@ class DataSpec:
                 print("mtl: tensorflow-datasets (or array_record) is not installed: rendering the scenes in memory "
                       "(the images its cache would hold, under the same store keys; nothing is cached)",
                       file=sys.stderr)
-            return render_splits(resolution=self.resolution, seed=self.seed, counts=self.counts, splits=splits,
-                                 modalities=modalities_for(tasks), progress=progress)
-        require_tfds(f"the data source {self.source}")
-        from tasks.datasets import load_for_tasks
+            out = render_splits(resolution=self.resolution, seed=self.seed, counts=self.counts, splits=splits,
+                                modalities=modalities_for(tasks), progress=progress)
+        else:
+            require_tfds(f"the data source {self.source}")
+            from tasks.datasets import load_for_tasks
 
-        return load_for_tasks(self.source, tasks, resolution=self.resolution, seed=self.seed,
-                              counts=self.counts if self.is_scenes else None, data_dir=self.data_dir,
-                              splits=splits, progress=progress)
+            out = load_for_tasks(self.source, tasks, resolution=self.resolution, seed=self.seed,
+                                 counts=self.counts if self.is_scenes else None, data_dir=self.data_dir,
+                                 splits=splits, progress=progress)
+        if self.labels is not None and "train" in out:
+            from tasks.label_plan import apply_plan, get_plan
+
+            out["train"] = apply_plan(get_plan(self.labels), out["train"])
+        return out
 
 
 _SAID_IN_MEMORY: list[bool] = []  # the in-memory rendering is announced once per process

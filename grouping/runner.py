@@ -115,6 +115,10 @@ def train_settings(cfg) -> dict[str, Any]:
         d.pop(k, None)
     if d.get("balance") == "equal":  # equal weights: the keys of every network trained before balancing existed
         d.pop("balance")
+    if not d.get("task_weights"):  # likewise before training loss weights existed
+        d.pop("task_weights", None)
+    else:
+        d["task_weights"] = [list(kv) for kv in d["task_weights"]]
     return d
 
 

@@ -151,3 +151,29 @@ def parse_counts(text: str) -> tuple[int, int, int]:
     if len(counts) != 3 or min(counts) < 1:
         raise ValueError(f"--counts wants three positive integers train,validation,test (e.g. 4000,500,500), got {text!r}")
     return counts  # type: ignore[return-value]
+
+
+def parse_task_weights(text: str | None, tasks) -> tuple[tuple[str, float], ...]:
+    """'seg=3,depth=3' -> (("seg", 3.0), ("depth", 3.0)): training loss weights of `tasks` (names or
+    aliases, resolved to the tasks' names). '' or None: none."""
+    if not text:
+        return ()
+    by_alias = {a.lower(): t.name for t in tasks for a in (t.name, *t.aliases)}
+    out = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not weight > 0:
+            raise ValueError(f"--task-weights wants task=weight pairs with positive weights (e.g. seg=3,depth=3), "
+                             f"got {text!r}")
+        task = by_alias.get(name.strip().lower())
+        if task is None:
+            raise ValueError(f"--task-weights names {name.strip()!r}, not one of the tasks "
+                             f"{', '.join(t.name for t in tasks)}")
+        if task in out:
+            raise ValueError(f"--task-weights names {task} twice: {text!r}")
+        out[task] = weight
+    return tuple(out.items())

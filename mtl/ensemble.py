@@ -39,7 +39,7 @@ from mtl.model import MultiTaskNet
 from mtl.stacked import Ensemble, Layout, make_ensemble_eval_fn, make_ensemble_train_fn, resolve_strategy
 from mtl.step import check_finite, initial_state, train_loop
 from mtl.train import TrainConfig, even_batch, make_optimizer, to_device, training_report
-from tasks.registry import Task, modalities_for
+from tasks.registry import Task, flags_for, modalities_for
 
 #: Share of a device's free memory an ensemble chunk may plan to use.
 MEMORY_FRACTION = 0.7
@@ -128,7 +128,8 @@ def _one_member_step(members: Sequence[Sequence[Task]], cfg: TrainConfig, data: 
     ens = built["ens"]
     tx = make_optimizer(cfg)
     state = jax.eval_shape(lambda p: initial_state(p, tx, cfg.balance, ens.mask.shape), params)
-    shapes = {m: jax.ShapeDtypeStruct(data[m].shape, data[m].dtype) for m in modalities_for(largest)}
+    shapes = {m: jax.ShapeDtypeStruct(data[m].shape, data[m].dtype)
+              for m in modalities_for(largest) + flags_for(largest, data)}
     return make_ensemble_train_fn(ens, tx, cfg, strategy), state, shapes
 
 

@@ -155,6 +155,9 @@ def make_step(model: TaskModel, tx: optax.GradientTransformation, cfg, *, balanc
     if given, returns the new ``state["probe"]``; `per_task` is the `mtl.pertask._PerTask` of the
     step's batch (the step's gradient is built from it, so measuring costs no extra backward pass)."""
     method = balancing.get_method(balance)
+    weights = task_weight_vector(cfg, model.names)
+    if weights is not None:
+        model = _weighted_model(model, weights)
     mask = jnp.asarray(model.mask, jnp.float32)
     members = model.members
     base_key = jax.random.PRNGKey(cfg.seed)
@@ -189,9 +192,32 @@ def make_step(model: TaskModel, tx: optax.GradientTransformation, cfg, *, balanc
             out["balance"] = new_b
         if measure is not None:
             out["probe"] = measure(state["probe"], pt, params, flags, updates, opt_state)
-        return out, losses
+        return out, losses if weights is None else losses / weights.astype(losses.dtype)
 
     return runtime.jit(step, donate_argnums=0)
+
+
+def task_weight_vector(cfg, names: tuple[str, ...]) -> jax.Array | None:
+    """(T,) training loss weights of the tasks `names` from ``cfg.task_weights`` (an unnamed task 1);
+    None when every weight is 1."""
+    given = dict(getattr(cfg, "task_weights", ()) or ())
+    w = [float(given.get(n, 1.0)) for n in names]
+    return None if all(x == 1.0 for x in w) else jnp.asarray(w, jnp.float32)
+
+
+def _weighted_model(model: TaskModel, w: jax.Array) -> TaskModel:
+    """`model` with every per-task loss multiplied by its weight: what the step differentiates,
+    balances and reports (the step divides the reported losses back)."""
+
+    def split(batch):
+        s = model.split(batch)
+        return SplitLoss(s.features, lambda p, zs: (lambda l: l * w.astype(l.dtype))(s.heads(p, zs)), s.n_tasks)
+
+    def losses(params, batch):
+        out = model.losses(params, batch)
+        return out * w.astype(out.dtype)
+
+    return dataclasses.replace(model, losses=losses, split=split)
 
 
 def _epoch_steps(data: Batch, cfg) -> int:

@@ -40,7 +40,7 @@ from mtl.model import MultiTaskNet, check_resolution
 from mtl.pertask import SplitLoss
 from mtl.step import TaskModel, check_finite, make_step, sample_batch, train_loop  # noqa: F401 (sample_batch: re-exported)
 from mtl.step import initial_state as step_state
-from tasks.registry import Task, decode_image, modalities_for
+from tasks.registry import Task, decode_image, flags_for, modalities_for
 
 Batch = Mapping[str, jax.Array]
 
@@ -75,9 +75,16 @@ class TrainConfig:
     checkpoint_every: int = 500
     checkpoint_min_seconds: float = 0.0  # a due checkpoint is skipped until this long after the last save (or the start)
     balance: str = "equal"  # how the task losses are combined: a method of mtl.balancing
+    # Training loss weights, ((task, weight), ...): the step trains on sum_t w_t L_t (unnamed tasks 1);
+    # the losses it reports, and every evaluation, stay in the tasks' own units.
+    task_weights: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
         balancing.get_method(self.balance)
+        names = [n for n, _ in self.task_weights]
+        if len(set(names)) != len(names) or any(not (isinstance(w, (int, float)) and w > 0)
+                                                for _, w in self.task_weights):
+            raise ValueError(f"task_weights must name each task once with a positive weight, got {self.task_weights!r}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.dtype not in ("float32", "bfloat16"):
@@ -202,7 +209,7 @@ def to_device(split: Mapping[str, np.ndarray], tasks: Sequence[Task]) -> dict[st
     if n == 0:
         raise ValueError("the data split is empty")
     check_resolution(split["rgb"].shape[1])
-    return {m: runtime.put(split[m]) for m in modalities_for(tasks)}
+    return {m: runtime.put(split[m]) for m in modalities_for(tasks) + flags_for(tasks, split)}
 
 
 def even_batch(n: int, batch: int = 64) -> int:

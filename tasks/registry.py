@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tasks.label_plan import LABELLED
+
 Array = jnp.ndarray
 
 # Semantic classes of the embedded scenes; index = label id, 0 is ignored.
@@ -314,7 +316,15 @@ class Task:
         return (self.label, "depth_zbuffer") if self.masked and self.label != "depth_zbuffer" else (self.label,)
 
     def mask(self, batch: Mapping[str, Array]) -> Array | None:
-        return valid_mask(batch) if self.masked else None
+        """The pixels the loss counts: the validity mask if `masked`, and, where the batch carries
+        per-image flags for the label (``labelled:<label>``, a label plan: `tasks.label_plan`), only
+        the flagged images (dense tasks; an image-level task has no such flags)."""
+        m = valid_mask(batch) if self.masked else None
+        flags = batch.get(LABELLED + self.label) if self.kind == "dense" else None
+        if flags is None:
+            return m
+        per_image = jnp.broadcast_to(flags.astype(bool)[:, None, None], batch[self.label].shape[:3])
+        return per_image if m is None else m & per_image
 
     def compute_loss(self, pred: Array, batch: Mapping[str, Array]) -> Array:
         return self.loss(pred, self.decode(batch[self.label]), self.mask(batch))
@@ -488,6 +498,12 @@ def resolve_tasks(names: str | Sequence[str], *, min_tasks: int = 1, catalogue: 
     task (also through two aliases) or fewer than `min_tasks` tasks.
     """
     return (catalogue or DEFAULT).resolve(names, min_tasks=min_tasks)
+
+
+def flags_for(tasks: Sequence[Task], split: Mapping[str, object]) -> tuple[str, ...]:
+    """The per-image label flags of `split` (a label plan's, `tasks.label_plan`) that `tasks` read."""
+    keys = dict.fromkeys(LABELLED + t.label for t in tasks if t.kind == "dense")
+    return tuple(k for k in keys if k in split)
 
 
 def modalities_for(tasks: Sequence[Task]) -> tuple[str, ...]:
