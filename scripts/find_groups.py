@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=64, help="image side in pixels: a multiple of 8, 32 to 256")
     p.add_argument("--counts", default=None, help="train,validation,test scenes (default 4000,500,500; scenes only)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the rendered scenes")
+    p.add_argument("--labels", default=None, help="a label plan for the training scenes (tasks/label_plan.py: "
+                   "scarce: seg and depth labelled on a few hundred scenes each); default: every label everywhere")
+    p.add_argument("--task-weights", default="", help="training loss weights, e.g. seg=3,depth=3 (default: all 1)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps of the full schedule")
     p.add_argument("--batch-size", type=int, default=32, help="images per training step")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
@@ -115,7 +118,7 @@ def main(argv=None) -> int:
         objective=args.objective,
         cost=args.cost,
         latency_batch=args.latency_batch,
-        data=DataSpec(args.data, args.resolution, args.data_seed, counts),
+        data=DataSpec(args.data, args.resolution, args.data_seed, counts, labels=args.labels),
         steps=args.steps,
         batch_size=args.batch_size,
         learning_rate=args.lr,
@@ -133,6 +136,7 @@ def main(argv=None) -> int:
         max_members=args.max_members,
         overwrite=args.overwrite,
         balance=_balancing(args.balance),
+        task_weights=args.task_weights,
         command=" ".join(map(shlex.quote, ["scripts/find_groups.py", *(sys.argv[1:] if argv is None else argv)])),
     )
     find_groups(opts)

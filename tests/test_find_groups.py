@@ -237,6 +237,9 @@ def run_main(argv, capsys):
     (["--tasks", "seg,depth", "--cost", "watts"], ["unknown cost kind 'watts'", "nominal, flops, latency"]),
     (["--tasks", "seg,depth", "--cost", "latency", "--latency-batch", "0"], ["--latency-batch must be at least 1"]),
     (["--tasks", "seg,depth", "--budget", "0.5,1.1", "--resolution", "32"], ["minimum feasible budget is 1.19529"]),
+    (["--tasks", "seg,depth", "--task-weights", "edges=2"], ["--task-weights names 'edges'", "seg, depth"]),
+    (["--tasks", "seg,depth", "--task-weights", "seg=-1"], ["positive weights"]),
+    (["--tasks", "seg,depth", "--labels", "rare"], ["unknown label plan 'rare'", "scarce"]),
 ])
 def test_bad_arguments(args, fragments, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
