@@ -256,12 +256,14 @@ def part_find_groups(s: Sizes, use_tfds: bool) -> dict:
     (grouping.dataspec.DataSpec), the same arrays."""
     from grouping.find_groups import DEFAULT_METHOD, Options, find_groups
     from grouping.dataspec import DataSpec
+    from tasks.label_plan import DEFAULT_PLAN
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         os.environ["MTL_DATA_DIR"] = os.path.join(tmp, "data")
         opts = Options(tasks=s.fg_tasks, budgets=[s.fg_budget], steps=s.fg_steps, batch_size=s.batch,
-                       data=DataSpec(resolution=s.fg_resolution, counts=None if s is not SMOKE else s.fg_counts),
+                       data=DataSpec(resolution=s.fg_resolution, counts=None if s is not SMOKE else s.fg_counts,
+                                     labels=DEFAULT_PLAN),  # the command's default setting, its weights too
                        out=os.path.join(tmp, "run"), progress=False)
         report = find_groups(opts, echo=lambda *a: None)
         timing = report["run"]["timing"]

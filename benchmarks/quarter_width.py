@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     names = tuple(gt["tasks"])
     tasks = resolve_tasks(list(names))
     d = gt["settings"]["data"]
-    data = DataSpec("scenes", d["resolution"], d["seed"], tuple(d["counts"]))
+    data = DataSpec("scenes", d["resolution"], d["seed"], tuple(d["counts"]), labels=d.get("labels"))
     data_settings = data.check(tasks)
     if data_settings != d:
         raise SystemExit(f"this checkout renders other data than the record's ({data_settings} vs {d})")

@@ -86,7 +86,9 @@ class Options:
     command: str | None = None
     overwrite: bool = False  # replace the report of other settings in `out` (see `check_out`)
     balance: Sequence[str] = ()  # --verify: also the all-task network trained with each (mtl.balancing)
-    task_weights: str = ""  # training loss weights, 'seg=3,depth=3' (TrainConfig.task_weights); '' none
+    # Training loss weights, 'seg=3,depth=3' (TrainConfig.task_weights); '' none; None the label plan's
+    # (data.labels: `tasks.label_plan.LabelPlan.task_weights`), none without one.
+    task_weights: str | None = None
 
     @property
     def method_settings(self) -> MethodSettings:
@@ -152,10 +154,10 @@ def setup(opts: Options) -> Setup:
         from mtl.ensemble import ensemble_devices
 
         ensemble_devices(opts.devices)  # more devices than exist: a clear error now, not after the data
-    from mtl.cli import parse_task_weights
+    from mtl.cli import task_weights_for
 
     cfg = TrainConfig(steps=opts.steps, batch_size=opts.batch_size, learning_rate=opts.learning_rate, seed=opts.seed,
-                      task_weights=parse_task_weights(opts.task_weights, tasks))
+                      task_weights=task_weights_for(opts.data.labels, opts.task_weights, tasks))
     data_settings = opts.data.check(tasks)
     costs = None
     if opts.cost != "latency":  # FLOPs need no device time: price the networks now (after every cheaper

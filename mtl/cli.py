@@ -177,3 +177,36 @@ def parse_task_weights(text: str | None, tasks) -> tuple[tuple[str, float], ...]
             raise ValueError(f"--task-weights names {task} twice: {text!r}")
         out[task] = weight
     return tuple(out.items())
+
+
+#: --labels' value that keeps every label.
+FULL_LABELS = "full"
+
+
+def scene_labels(is_scenes: bool, labels: str | None) -> str | None:
+    """The label plan of a command's --labels: None gives the embedded scenes
+    `tasks.label_plan.DEFAULT_PLAN` and a data folder none; 'full' none."""
+    from tasks.label_plan import DEFAULT_PLAN, PLANS
+
+    if labels is None:
+        return DEFAULT_PLAN if is_scenes else None
+    if labels == FULL_LABELS:
+        return None
+    if labels not in PLANS:
+        raise ValueError(f"--labels: unknown label plan {labels!r}; known: {', '.join(PLANS)}, or {FULL_LABELS} "
+                         "(every label on every image)")
+    if not is_scenes:
+        raise ValueError(f"--labels {labels} applies to the embedded scenes only; a data folder has the labels it "
+                         f"has (--labels {FULL_LABELS}, or leave it out)")
+    return labels
+
+
+def task_weights_for(labels: str | None, text: str | None, tasks) -> tuple[tuple[str, float], ...]:
+    """Training loss weights of a command: --task-weights None gives the label plan's weights for
+    `tasks` (`LabelPlan.task_weights`; none without a plan), '' none, 'seg=3,...' those."""
+    if text is None:
+        from tasks.label_plan import get_plan
+
+        names = {t.name for t in tasks}
+        return tuple((n, w) for n, w in get_plan(labels).task_weights if n in names) if labels else ()
+    return parse_task_weights(text, tasks)

@@ -81,6 +81,8 @@ class TrainConfig:
 
     def __post_init__(self):
         balancing.get_method(self.balance)
+        # a record's JSON gives [[name, weight], ...]: the same weights, hashable
+        object.__setattr__(self, "task_weights", tuple((str(n), w) for n, w in self.task_weights))
         names = [n for n, _ in self.task_weights]
         if len(set(names)) != len(names) or any(not (isinstance(w, (int, float)) and w > 0)
                                                 for _, w in self.task_weights):

@@ -61,9 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=64, help="image side in pixels: a multiple of 8, 32 to 256")
     p.add_argument("--counts", default=None, help="train,validation,test scenes (default 4000,500,500; scenes only)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the rendered scenes")
-    p.add_argument("--labels", default=None, help="a label plan for the training scenes (tasks/label_plan.py: "
-                   "scarce: seg and depth labelled on a few hundred scenes each); default: every label everywhere")
-    p.add_argument("--task-weights", default="", help="training loss weights, e.g. seg=3,depth=3 (default: all 1)")
+    p.add_argument("--labels", default=None,
+                   help="which training scenes keep which labels (tasks/label_plan.py; default scarce: seg and "
+                        "depth labelled on a few hundred scenes each, README \"Costly labels\"); full: every label "
+                        "everywhere; scenes only")
+    p.add_argument("--task-weights", default=None,
+                   help="training loss weights, e.g. seg=3,depth=3; '' for none (default: the label plan's, "
+                        "seg=3,depth=3 under scarce, for the tasks given)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps of the full schedule")
     p.add_argument("--batch-size", type=int, default=32, help="images per training step")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
@@ -118,7 +122,8 @@ def main(argv=None) -> int:
         objective=args.objective,
         cost=args.cost,
         latency_batch=args.latency_batch,
-        data=DataSpec(args.data, args.resolution, args.data_seed, counts, labels=args.labels),
+        data=DataSpec(args.data, args.resolution, args.data_seed, counts,
+                      labels=cli.scene_labels(args.data == "scenes", args.labels)),
         steps=args.steps,
         batch_size=args.batch_size,
         learning_rate=args.lr,

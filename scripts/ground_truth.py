@@ -102,9 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
     p.add_argument("--counts", default="4000,500,500", help="train,validation,test scenes")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the rendered scenes")
-    p.add_argument("--labels", default=None, help="a label plan for the training scenes (tasks/label_plan.py: "
-                   "scarce); default: every image keeps every label")
-    p.add_argument("--task-weights", default="", help="training loss weights, e.g. seg=3,depth=3 (default: all 1)")
+    p.add_argument("--labels", default=None,
+                   help="which training scenes keep which labels (tasks/label_plan.py; default scarce); full: every "
+                        "label everywhere (the records before it)")
+    p.add_argument("--task-weights", default=None,
+                   help="training loss weights, e.g. seg=3,depth=3; '' for none (default: the label plan's)")
     p.add_argument("--esa-fraction", type=float, default=0.2, help="esa: fraction of the schedule")
     p.add_argument("--every", type=int, default=10, help="tag/cs/lookahead: measure affinity every N steps")
     p.add_argument("--surrogate-samples", type=int, default=SURROGATE_SAMPLES,
@@ -153,9 +155,10 @@ def setting(args, names):
     from tasks.registry import resolve_tasks
 
     tasks = resolve_tasks(names)
-    data = DataSpec("scenes", args.resolution, args.data_seed, cli.parse_counts(args.counts), labels=args.labels)
+    labels = cli.scene_labels(True, args.labels)
+    data = DataSpec("scenes", args.resolution, args.data_seed, cli.parse_counts(args.counts), labels=labels)
     cfg0 = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-                       task_weights=cli.parse_task_weights(args.task_weights, tasks))
+                       task_weights=cli.task_weights_for(labels, args.task_weights, tasks))
     methods = MethodSettings(esa_fraction=args.esa_fraction, every=args.every, samples=args.surrogate_samples,
                              quick_fraction=args.quick_fraction)
     return tasks, data, data.check(tasks), cfg0, methods

@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=64, help="image side in pixels: a multiple of 8, 32 to 256")
     p.add_argument("--counts", default="4000,500,500", help="train,validation,test images of the scenes")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the rendered scenes")
+    p.add_argument("--labels", default=None,
+                   help="which training scenes keep which labels (tasks/label_plan.py; default scarce: seg and depth "
+                        "labelled on a few hundred scenes each); full: every label everywhere; scenes only")
+    p.add_argument("--task-weights", default=None,
+                   help="training loss weights, e.g. seg=3,depth=3; '' for none (default: the label plan's)")
     p.add_argument("--steps", type=int, default=1500, help="training steps")
     p.add_argument("--batch-size", type=int, default=32, help="images per training step")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="adamw, or sgd with momentum 0.9")
@@ -61,7 +66,7 @@ def _balancing_methods() -> list[str]:
     return list(METHODS)
 
 
-def run_settings(tasks, args, cfg, counts) -> dict:
+def run_settings(tasks, args, cfg, counts, labels=None) -> dict:
     """What the default run directory's hash covers: everything that changes the numbers."""
     from grouping.runner import train_settings
     from grouping.store import code_version
@@ -71,7 +76,8 @@ def run_settings(tasks, args, cfg, counts) -> dict:
     source = "scenes" if args.data == "scenes" else _folder_source(args.data)
     return {"tasks": [t.name for t in tasks],
             "data": {"source": source, "resolution": args.resolution,
-                     **({"seed": args.data_seed, "counts": list(counts)} if counts else {})},
+                     **({"seed": args.data_seed, "counts": list(counts)} if counts else {}),
+                     **({"labels": labels} if labels else {})},
             "train": train_settings(cfg), "code_version": code_version()}
 
 
@@ -94,11 +100,12 @@ def main(argv=None) -> int:
                            data_seed=args.data_seed, resolution=args.resolution, size_value=args.size,
                            checkpoint_every=args.checkpoint_every)
     counts = cli.parse_counts(args.counts) if kind == "scenes" else None
+    labels = cli.scene_labels(kind == "scenes", args.labels)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer,
                       learning_rate=args.lr, size=args.size, seed=args.seed,
                       dtype="bfloat16" if args.bf16 else "float32", checkpoint_every=args.checkpoint_every,
-                      balance=args.balance)
-    settings = run_settings(tasks, args, cfg, counts)
+                      balance=args.balance, task_weights=cli.task_weights_for(labels, args.task_weights, tasks))
+    settings = run_settings(tasks, args, cfg, counts, labels)
     out = Path(args.out) if args.out else default_run_dir(settings)
     info = sys.stderr if args.json else sys.stdout
     print(f"run directory {out} (rerun the same command to resume from its checkpoints)", file=info, flush=True)
@@ -106,7 +113,8 @@ def main(argv=None) -> int:
     (out / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
     t0 = time.perf_counter()
     # the scenes without tensorflow-datasets: rendered in memory, the same arrays
-    splits = DataSpec(args.data, args.resolution, args.data_seed, counts).load(tasks, progress=not args.quiet)
+    splits = DataSpec(args.data, args.resolution, args.data_seed, counts, labels=labels).load(
+        tasks, progress=not args.quiet)
     load_s = time.perf_counter() - t0
     report = train_and_evaluate(tasks, splits, cfg, checkpoint_dir=out / "checkpoint", progress=not args.quiet)
     report["data_seconds"] = load_s

@@ -20,7 +20,11 @@ Validation and test splits keep every label: a network is judged on the
 whole task. The plan is a pure function of the split's size and the plan
 (`apply_plan`), so every task set sees the same images, flags and repeats.
 
-    python scripts/ground_truth.py --labels scarce ...   # the costly-labels setting
+The scripts train the embedded scenes under `DEFAULT_PLAN` ('scarce') with its
+training loss weights unless told otherwise (`mtl.cli.scene_setting`):
+
+    python scripts/find_groups.py --tasks seg,depth,normals,edges --budget 2   # scarce, seg=3,depth=3
+    python scripts/find_groups.py ... --labels full --task-weights ''          # every label, equal weights
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["LABELLED", "LabelPlan", "PLANS", "apply_plan", "get_plan", "labelled_key"]
+__all__ = ["DEFAULT_PLAN", "LABELLED", "LabelPlan", "PLANS", "apply_plan", "get_plan", "labelled_key"]
 
 #: The prefix of a split's per-image label flags: ``labelled:<modality>``.
 LABELLED = "labelled:"
@@ -50,6 +54,9 @@ class LabelPlan:
     shares: tuple[tuple[str, float], ...]
     repeat: int
     description: str
+    #: The training loss weights the setting trains with, ((task, weight), ...): the scripts' default
+    #: --task-weights under this plan (for the tasks a run has).
+    task_weights: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
         if not self.shares:
@@ -66,9 +73,13 @@ PLANS: dict[str, LabelPlan] = {
     "scarce": LabelPlan(
         "scarce", (("segment_semantic", 0.0625), ("depth_zbuffer", 0.047)), 16,
         "seg labelled on 6.25% of the training scenes (250 of 4,000), depth on a disjoint 4.7% (188), each "
-        "such scene repeated 16 times; normals, keypoints and edges labelled everywhere "
-        "(README: 'Choosing the default setting')"),
+        "such scene repeated 16 times; normals, keypoints and edges labelled everywhere; seg's and depth's "
+        "training losses tripled (README: 'Choosing the default setting')",
+        task_weights=(("seg", 3.0), ("depth", 3.0))),
 }
+
+#: The embedded scenes' plan when a command names none (--labels; 'full' keeps every label).
+DEFAULT_PLAN = "scarce"
 
 
 def get_plan(name: str) -> LabelPlan:

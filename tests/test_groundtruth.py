@@ -165,7 +165,7 @@ def test_a_committed_network_retrains_to_its_stored_losses(tmp_path, monkeypatch
     assert same_rendering(data["renderer"]), \
         "the renderer changed since the ground truth was recorded: rerun scripts/ground_truth.py"
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path / "data"))
-    spec = DataSpec("scenes", data["resolution"], data["seed"], tuple(data["counts"]))
+    spec = DataSpec("scenes", data["resolution"], data["seed"], tuple(data["counts"]), labels=data.get("labels"))
     tasks = resolve_tasks(gt["tasks"][0])
     report = train_and_evaluate(tasks, spec.load(tasks), cfg, progress=False)
     stored = gt["runs"]["0"]

@@ -142,3 +142,27 @@ def test_task_weights_option():
                           ("seg=2,s=3", "twice")):
         with pytest.raises(ValueError, match=message):
             cli.parse_task_weights(text, tasks)
+
+
+def test_the_scripts_default_setting_is_the_scarce_plan_with_its_weights():
+    seg_normals = resolve_tasks("seg,normals")
+    assert cli.scene_labels(True, None) == "scarce"
+    assert cli.scene_labels(False, None) is None  # a data folder has the labels it has
+    assert cli.scene_labels(True, "full") is None
+    # the plan's weights, for the tasks a run has; '' none; given ones replace them
+    assert cli.task_weights_for("scarce", None, seg_normals) == (("seg", 3.0),)
+    assert cli.task_weights_for("scarce", None, resolve_tasks("depth,seg")) == (("seg", 3.0), ("depth", 3.0))
+    assert cli.task_weights_for(None, None, seg_normals) == ()
+    assert cli.task_weights_for("scarce", "", seg_normals) == ()
+    assert cli.task_weights_for(None, "normals=2", seg_normals) == (("normals", 2.0),)
+    with pytest.raises(ValueError, match="unknown label plan 'rare'; known: scarce, or full"):
+        cli.scene_labels(True, "rare")
+    with pytest.raises(ValueError, match="embedded scenes only"):
+        cli.scene_labels(False, "scarce")
+
+
+def test_a_record_s_weights_make_the_same_config():
+    # JSON gives lists: the config (and its store key) is the one the run had
+    cfg = TrainConfig(task_weights=[["seg", 3.0], ["depth", 3.0]])
+    assert cfg == TrainConfig(task_weights=(("seg", 3.0), ("depth", 3.0)))
+    assert train_settings(cfg) == train_settings(TrainConfig(task_weights=(("seg", 3.0), ("depth", 3.0))))
