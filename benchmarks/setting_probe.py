@@ -79,13 +79,9 @@ def train(args) -> dict:
         for split in ("validation", "test"):
             splits[split]["segment_semantic"] = splits[split].pop("segment_semantic_true")
         splits["train"].pop("segment_semantic_true")
-    if args.normals_everywhere:  # depth's labels go to a copy that only the depth task reads
-        for split in splits.values():
-            split[_OWN_DEPTH] = split["depth_zbuffer"].copy()
     if args.annotated < 1 or args.annotated_apart:
         annotated = _unannotate(splits["train"], args.annotated, args.annotated_apart,
-                                depth_key=_OWN_DEPTH if args.normals_everywhere else "depth_zbuffer",
-                                depth_fraction=args.depth_annotated)
+                                depth_flags=args.normals_everywhere, depth_fraction=args.depth_annotated)
         if args.annotated_repeat > 1:  # the annotated images, sampled that many times as often
             splits["train"] = {k: np.concatenate([v] + [v[annotated]] * (args.annotated_repeat - 1))
                                for k, v in splits["train"].items()}
@@ -99,21 +95,13 @@ def train(args) -> dict:
     unknown = set(scale) - {t.name for t in tasks}
     if unknown:
         raise SystemExit(f"--weights names tasks not in --tasks: {sorted(unknown)}")
-    scale = {t.name: scale.get(t.name, 1.0) for t in tasks} if scale else {}
-    if scale:  # train on loss / scale; the record keeps the registry's units
-        import dataclasses
-
-        swap = {t.name: dataclasses.replace(t, loss=lambda p, y, m, f=t.loss, c=scale[t.name]: f(p, y, m) / c)
-                for t in tasks}
-        members = [tuple(swap[t.name] for t in m) for m in members]
-    if args.normals_everywhere:
-        members = [tuple(_own_depth(t) if t.name == "depth" else t for t in m) for m in members]
     cfg = TrainConfig(steps=args.steps, learning_rate=args.lr, size=args.size, seed=args.seed,
-                      checkpoint_every=10**9)
+                      checkpoint_every=10**9,  # training loss weights: each loss divided by its --weights divisor
+                      task_weights=tuple((name, 1.0 / c) for name, c in scale.items()))
     t0 = time.perf_counter()
     reports = train_ensemble_and_evaluate(members, splits, cfg, progress=True)
     train_s = time.perf_counter() - t0
-    test = {"+".join(t.name for t in m): {t: r["test"][t]["loss"] * scale.get(t, 1.0) for t in r["test"]}
+    test = {"+".join(t.name for t in m): {t: r["test"][t]["loss"] for t in r["test"]}
             for m, r in zip(members, reports)}
     return {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "analyse", "what")},
             "tasks": [t.name for t in tasks], "test": test,
@@ -225,38 +213,22 @@ def _seg_noise(share: float) -> None:
     _patch_object_classes(classes, keep_true=True)
 
 
-#: --normals-everywhere: the depth labels only the depth task reads.
-_OWN_DEPTH = "depth_own"
-
-
-def _own_depth(task):
-    """The depth task reading `_OWN_DEPTH`, masked where that copy is unlabelled (DEPTH_INVALID), not
-    through the shared validity mask."""
-    import dataclasses
-
-    from tasks.registry import DEPTH_INVALID
-
-    labelled_below = float(np.asarray(task.decode(np.array(DEPTH_INVALID - 1))).ravel()[0])  # decoded units
-
-    def masked(f):
-        return lambda p, y, m: f(p, y, y[..., 0] < labelled_below)  # y: (B,R,R,1)
-
-    return dataclasses.replace(task, label=_OWN_DEPTH, masked=False, loss=masked(task.loss), stats=masked(task.stats))
-
-
-def _unannotate(train: dict, fraction: float, apart: bool = False, depth_key: str = "depth_zbuffer",
+def _unannotate(train: dict, fraction: float, apart: bool = False, depth_flags: bool = False,
                 depth_fraction: float | None = None) -> np.ndarray:
     """Keeps seg and depth labels on a random `fraction` of the training images (the annotated ones;
     depth's absence also unlabels normals, through the validity mask) and removes them from the rest,
     as when annotation is costly; labels computed from the image itself (edges, keypoints) stay on
     every image. With `apart`, seg and depth are annotated on two disjoint shares (as when the two
-    labels come from different sources). `depth_key`: where depth's labels are unlabelled (another key
-    leaves the validity mask, so normals, whole). `depth_fraction` (with `apart`): depth's own share, if
+    labels come from different sources). `depth_flags`: depth loses its labels through per-image
+    flags that only the depth task reads (`tasks.label_plan`), so the validity mask, and normals, stay
+    whole. `depth_fraction` (with `apart`): depth's own share, if
     not `fraction`. Validation and test stay fully labelled. Returns the indices of
     the images that keep a seg or depth label."""
     if not 0 < fraction <= (0.5 if apart else 1):
         raise SystemExit(f"--annotated must be in (0, {0.5 if apart else 1}]"
                          f"{' with --annotated-apart' if apart else ''}, got {fraction}")
+    from tasks.label_plan import labelled_key
+
     depth_fraction = fraction if depth_fraction is None else depth_fraction
     if depth_fraction != fraction and not (apart and 0 < depth_fraction <= 1 - fraction):
         raise SystemExit(f"--depth-annotated needs --annotated-apart and must be in (0, {1 - fraction:g}] beside "
@@ -265,11 +237,13 @@ def _unannotate(train: dict, fraction: float, apart: bool = False, depth_key: st
     k, kd = max(1, round(fraction * n)), max(1, round(depth_fraction * n))
     order = np.random.default_rng([11, n]).permutation(n)
     depth_share = order[k:k + kd] if apart else order[:k]
-    for m, share, fill in (("segment_semantic", order[:k], _UNLABELLED["segment_semantic"]),
-                           (depth_key, depth_share, _UNLABELLED["depth_zbuffer"])):
+    for m, share in (("segment_semantic", order[:k]), ("depth_zbuffer", depth_share)):
         keep = np.zeros(n, bool)
         keep[share] = True
-        train[m][~keep] = fill
+        if m == "depth_zbuffer" and depth_flags:
+            train[labelled_key(m)] = keep
+        else:
+            train[m][~keep] = _UNLABELLED[m]
     return np.sort(order[:k + kd] if apart else order[:k])
 
 
@@ -383,7 +357,7 @@ def parser() -> argparse.ArgumentParser:
                    "often (as when labelled images are oversampled)")
     p.add_argument("--normals-everywhere", action="store_true",
                    help="with --annotated: normals keep their labels on every training image (as from a sensor of "
-                        "their own) while depth loses them; depth then trains on its own copy, masked where unlabelled")
+                        "their own) while depth loses them, through per-image flags only the depth task reads")
     p.add_argument("--depth-annotated", type=float, default=None, metavar="FRACTION",
                    help="with --annotated-apart: depth's share of the training images, if not --annotated's")
     p.add_argument("--annotated-apart", action="store_true", help="with --annotated: seg and depth on two "

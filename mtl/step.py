@@ -209,15 +209,18 @@ def _weighted_model(model: TaskModel, w: jax.Array) -> TaskModel:
     """`model` with every per-task loss multiplied by its weight: what the step differentiates,
     balances and reports (the step divides the reported losses back)."""
 
+    def weighted(fn):
+        def call(*args):
+            out = fn(*args)
+            return out * w.astype(out.dtype)
+
+        return call
+
     def split(batch):
         s = model.split(batch)
-        return SplitLoss(s.features, lambda p, zs: (lambda l: l * w.astype(l.dtype))(s.heads(p, zs)), s.n_tasks)
+        return SplitLoss(s.features, weighted(s.heads), s.n_tasks)
 
-    def losses(params, batch):
-        out = model.losses(params, batch)
-        return out * w.astype(out.dtype)
-
-    return dataclasses.replace(model, losses=losses, split=split)
+    return dataclasses.replace(model, losses=weighted(model.losses), split=split)
 
 
 def _epoch_steps(data: Batch, cfg) -> int:

@@ -158,32 +158,30 @@ def test_annotated_apart_gives_seg_and_depth_disjoint_images():
         _unannotate(train, 0.25, apart=True, depth_fraction=0.8)
 
 
-def test_normals_everywhere_unlabels_depth_only_in_its_own_copy_and_its_task_masks_there():
+def test_normals_everywhere_unlabels_depth_through_flags_and_leaves_the_validity_mask_whole():
     import jax.numpy as jnp
 
-    from benchmarks.setting_probe import _OWN_DEPTH, _own_depth, _unannotate
+    from benchmarks.setting_probe import _unannotate
+    from tasks.label_plan import labelled_key
     from tasks.registry import DEPTH_INVALID, TASKS
 
     depth = np.full((40, 4, 4), 2500, np.uint16)
     depth[:, 0, 0] = DEPTH_INVALID  # background: no surface, on every image
     train = {"rgb": np.zeros((40, 4, 4, 3), np.uint8), "segment_semantic": np.ones((40, 4, 4), np.uint8),
-             "depth_zbuffer": depth.copy(), _OWN_DEPTH: depth.copy()}
-    _unannotate(train, 0.25, apart=True, depth_key=_OWN_DEPTH)
+             "depth_zbuffer": depth.copy()}
+    annotated = _unannotate(train, 0.25, apart=True, depth_flags=True)
     np.testing.assert_array_equal(train["depth_zbuffer"], depth)  # the validity mask, so normals, whole
-    own_kept = (train[_OWN_DEPTH] != DEPTH_INVALID).any(axis=(1, 2))
-    assert own_kept.sum() == 10
-
-    own = _own_depth(TASKS["depth"])
-    assert own.modalities == (_OWN_DEPTH,)
-    # A prediction 1 off (in the task's units) on the 15 labelled pixels of each annotated image,
-    # 50 off on everything unlabelled: the loss sees only the labelled pixels.
-    target = own.decode(jnp.asarray(train[_OWN_DEPTH]))
-    pred = jnp.where(jnp.asarray(train[_OWN_DEPTH] != DEPTH_INVALID)[..., None], target + 1.0, 50.0)
-    assert float(own.compute_loss(pred, train)) == pytest.approx(1.0)
-    assert float(own.compute_stats(pred, train)["count"]) == 10 * 15
-    full = {"depth_zbuffer": depth, _OWN_DEPTH: depth}  # fully labelled: the registry's depth task exactly
-    pred = jnp.asarray(np.random.default_rng(0).normal(size=(40, 4, 4, 1)), jnp.float32)
-    assert float(own.compute_loss(pred, full)) == pytest.approx(float(TASKS["depth"].compute_loss(pred, full)))
+    flags = train[labelled_key("depth_zbuffer")]
+    seg_kept = (train["segment_semantic"] != 0).all(axis=(1, 2))
+    assert flags.sum() == 10 and seg_kept.sum() == 10 and not (flags & seg_kept).any()
+    np.testing.assert_array_equal(annotated, np.flatnonzero(flags | seg_kept))
+    # The depth task: a prediction 1 off on the 15 surface pixels of each flagged image, 50 off elsewhere
+    batch = {k: jnp.asarray(v) for k, v in train.items()}
+    target = TASKS["depth"].decode(batch["depth_zbuffer"])
+    pred = jnp.where(jnp.asarray(flags)[:, None, None, None], target + 1.0, target + 50.0)
+    assert float(TASKS["depth"].compute_loss(pred, batch)) == pytest.approx(1.0)
+    assert float(TASKS["depth"].compute_stats(pred, batch)["count"]) == 10 * 15
+    assert bool(TASKS["normals"].mask(batch)[:, 1:, 1:].all())  # normals: every image's surface counts
 
 
 @pytest.mark.parametrize("argv, message", [
