@@ -11,7 +11,10 @@ are evaluated on the same validation images, two ways in one process:
   compiles it only where memory could limit the chunks (`plan_ensemble`;
   the JSON's `memory_plan`; "whole" plans include building the networks);
   evaluation runs in equal batches (`mtl.train.even_batch`: 50 for 500
-  images), one program per ensemble;
+  images), one program per ensemble (`--compile-early on`: compiled on a
+  thread while the ensemble trains, an experiment that lost on a GPU:
+  `compile_eval_early`); the JSON lists every program compiled on the
+  calling thread with its seconds (`programs_compiled_here`);
 * the anchor's: Standley et al.'s released code trains one network after
   another in PyTorch. Each network is the PyTorch twin of ours
   (benchmarks/torch_twin.py: same layers, losses, optimizer and schedule),
@@ -47,13 +50,18 @@ PyTorch side on a GPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import platform
+import re
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Callable, Mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -97,6 +105,27 @@ class CompileClock:
         return sum(v for k, v in self.seconds.items() if k in _COMPILE_EVENTS)
 
 
+@contextlib.contextmanager
+def programs_compiled():
+    """A list that fills with (program, seconds) for every program XLA compiles on this thread
+    inside the block (jax's compile log, kept out of the console)."""
+    found: list[tuple[str, float]] = []
+
+    class Record(logging.Handler):
+        def emit(self, record):
+            m = re.search(r"Finished XLA compilation of (\S+) in ([0-9.e+-]+) sec", record.getMessage())
+            if m:
+                found.append((m.group(1), round(float(m.group(2)), 3)))
+
+    handler, logger = Record(), logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            yield found
+    finally:
+        logger.removeHandler(handler)
+
+
 def candidates(names: tuple[str, ...]):
     """The sweep's networks: grouping.runner.candidate_specs, with the half-size singles
     only for the ground truth's task set."""
@@ -113,9 +142,48 @@ def _load() -> list[float]:
         return []
 
 
-def run_ours(specs, by_name, train, validation, cfg: TrainConfig, strategy: str, eval_batch: int | None = None) -> dict:
+def compile_eval_early(run, split: Mapping[str, np.ndarray], strategy: str,
+                       batch_size: int | None = None) -> tuple[Callable, threading.Thread]:
+    """`--compile-early on`, an experiment the library does not make: the ensemble's evaluation
+    program (`make_ensemble_eval_fn`), compiled on a thread for the shapes `evaluate_ensemble` will
+    give it (the parameters', one batch of `split`'s), to overlap training; jit reuses it at the
+    first call. On an H200 it made the training step's own compilation 3x slower (6.8 s -> 19.8 s:
+    the two compilations autotune convolutions on the same GPU at once) and the sweep slower
+    (README "On a GPU"), so `mtl.ensemble` compiles evaluation after training. Join the thread
+    before evaluating (a failed compilation is only lost time: the first call compiles again)."""
+    from mtl.stacked import make_ensemble_eval_fn
+    from mtl.train import even_batch
+    from tasks.registry import flags_for, modalities_for
+
+    fn = make_ensemble_eval_fn(run.ens, strategy)
+    union = tuple(run.ens.tasks.values())
+    n = len(split["rgb"])
+    size = min(batch_size or even_batch(n), n)
+    if run.mesh is not None:
+        raise ValueError("compile_eval_early takes a one-device ensemble: a sharded one's program "
+                         "depends on how its arrays are placed")
+    # Shapes without placement: one device's uncommitted arrays (as training and `batches` give
+    # them) hit the cache of a program lowered so; a placement would be a different program.
+    batch = {m: jax.ShapeDtypeStruct((size, *split[m].shape[1:]), split[m].dtype)
+             for m in modalities_for(union) + flags_for(union, split)}
+    params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), run.state["params"])
+
+    def compile_() -> None:
+        try:
+            fn.lower(params, batch).compile()
+        except Exception:  # noqa: BLE001 - the first call compiles (and raises) in the open
+            pass
+
+    thread = threading.Thread(target=compile_, name="compile-eval", daemon=True)
+    thread.start()
+    return fn, thread
+
+
+def run_ours(specs, by_name, train, validation, cfg: TrainConfig, strategy: str, eval_batch: int | None = None,
+             compile_early: bool = False) -> dict:
     """The sweep as train_ensemble_and_evaluate runs it (one ensemble per width, chunked to fit),
-    each phase timed. `eval_batch`: evaluate_ensemble's batch (None: the library's `even_batch`)."""
+    each phase timed. `eval_batch`: evaluate_ensemble's batch (None: the library's `even_batch`);
+    `compile_early`: the `compile_eval_early` experiment."""
     import dataclasses
 
     from mtl.ensemble import ensemble_devices, evaluate_ensemble, plan_ensemble, train_ensemble
@@ -131,13 +199,18 @@ def run_ours(specs, by_name, train, validation, cfg: TrainConfig, strategy: str,
     for spec in specs:
         by_size.setdefault(spec.size, []).append(spec)
     finals, vals, ensembles, plans = [], [], [], []
+    early_used = False
     t_all = time.perf_counter()
+    log = contextlib.ExitStack()
+    programs = log.enter_context(programs_compiled())
     for size, group in by_size.items():
         members = [tuple(by_name[t] for t in s.tasks) for s in group]
         c = dataclasses.replace(cfg, size=size)
         t0 = time.perf_counter()
         chunks, how, prepared = plan_ensemble(members, c, train, strategy, devs)  # "whole": built and traced
         plans.append(how)
+        early = (compile_eval_early(prepared, validation, strategy, eval_batch)
+                 if prepared is not None and compile_early else None)
         phases["plan"] += time.perf_counter() - t0
         for chunk in chunks:
             part = [members[j] for j in chunk]
@@ -149,15 +222,22 @@ def run_ours(specs, by_name, train, validation, cfg: TrainConfig, strategy: str,
             jax.block_until_ready(params)
             phases["train"] += time.perf_counter() - t0
             t0 = time.perf_counter()
+            fn = None
+            if early is not None:
+                fn, thread = early
+                thread.join()
+                early, early_used = None, True
             ev = evaluate_ensemble(ens, params, to_device(validation, union), strategy=strategy,
-                                  batch_size=eval_batch)
+                                  batch_size=eval_batch, eval_fn=fn)
             phases["evaluate"] += time.perf_counter() - t0
             finals += [r.losses[-1] for r in results]
             vals += ev
             ensembles.append({"size": size, "members": len(part)})
     wall = time.perf_counter() - t_all
+    log.close()
     return {"wall_seconds": wall, "phases_seconds": phases, "memory_plan": plans, "compile_seconds": clock.total(),
-            "compile_events_seconds": clock.seconds, "ensembles": ensembles, "strategy": strategy,
+            "compile_events_seconds": clock.seconds, "programs_compiled_here": programs,
+            "early_evaluation_compile": bool(early_used), "ensembles": ensembles, "strategy": strategy,
             "eval_batch": eval_batch,
             "mean_final_train_loss": float(np.mean([f.mean() for f in finals])),
             "mean_validation_loss": float(np.mean([np.mean([v["loss"] for v in m.values()]) for m in vals]))}
@@ -213,6 +293,9 @@ def main(argv=None) -> dict:
                    help="PyTorch's device (auto: cuda where PyTorch sees a GPU)")
     p.add_argument("--eval-batch", type=int, default=None,
                    help="ours: evaluation batch (default: the library's, mtl.train.even_batch: equal batches of at most 64)")
+    p.add_argument("--compile-early", choices=("off", "on"), default="off",
+                   help="ours: compile the evaluation program on a thread while training (an experiment: "
+                        "compile_eval_early)")
     p.add_argument("--order", choices=("ours-first", "torch-first"), default="ours-first")
     p.add_argument("--process-settings", choices=("on", "off"), default="on",
                    help="mtl.runtime.tune_process, as the scripts apply it (off: jax's asynchronous CPU dispatch "
@@ -252,7 +335,8 @@ def main(argv=None) -> dict:
     for who in order:
         cpu0, usage0 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
         if who == "ours":
-            results["ours"] = run_ours(specs, by_name, train, validation, cfg, args.strategy, args.eval_batch)
+            results["ours"] = run_ours(specs, by_name, train, validation, cfg, args.strategy, args.eval_batch,
+                                       compile_early=args.compile_early == "on")
         else:
             results["torch"] = run_torch(specs, by_name, train, validation, cfg, args.torch_layout == "channels_last",
                                          device=tdev)

@@ -38,7 +38,7 @@ from flax import nnx
 from mtl.model import MultiTaskNet
 from mtl.stacked import Ensemble, Layout, make_ensemble_eval_fn, make_ensemble_train_fn, resolve_strategy
 from mtl.step import check_finite, initial_state, train_loop
-from mtl.train import TrainConfig, even_batch, make_optimizer, to_device, training_report
+from mtl.train import TrainConfig, batches, even_batch, make_optimizer, to_device, training_report
 from tasks.registry import Task, flags_for, modalities_for
 
 #: Share of a device's free memory an ensemble chunk may plan to use.
@@ -396,8 +396,8 @@ def evaluate_ensemble(ens: Ensemble, params: Any, split: Mapping[str, jax.Array]
     n = next(iter(split.values())).shape[0]
     batch_size = batch_size or even_batch(n)
     totals: dict[str, dict[str, np.ndarray]] = {}
-    for lo in range(0, n, batch_size):
-        out = fetch(fn(params, {k: v[lo : lo + batch_size] for k, v in split.items()}))
+    for batch in batches(split, batch_size):
+        out = fetch(fn(params, batch))
         for t, stats in out.items():
             acc = totals.setdefault(t, {})
             for k, v in stats.items():

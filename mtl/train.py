@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import shutil
@@ -127,9 +128,16 @@ def initial_state(params: Any, tx: optax.GradientTransformation, cfg: TrainConfi
     return step_state(params, tx, balance, None if n_tasks is None else (n_tasks,))
 
 
-def build_model(tasks: Sequence[Task], cfg: TrainConfig) -> MultiTaskNet:
+def build_model(tasks: Sequence[Task], cfg: TrainConfig, *, place: bool = True) -> MultiTaskNet:
+    """The network for `tasks`, its initial values drawn on the host (`runtime.on_host`: the same
+    values on every backend) and put on the default device (`place=False`: left on the host, for a
+    caller that stacks them first, as `mtl.stacked.Ensemble.create` does)."""
     dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
-    return MultiTaskNet(tasks, size=cfg.size, dtype=dtype, rngs=nnx.Rngs(cfg.seed))
+    with runtime.on_host():
+        model = MultiTaskNet(tasks, size=cfg.size, dtype=dtype, rngs=nnx.Rngs(cfg.seed))
+    if place and jax.default_backend() != "cpu":
+        nnx.update(model, jax.device_put(nnx.state(model), jax.devices()[0]))
+    return model
 
 
 # ---------------------------------------------------------------------------
@@ -223,6 +231,25 @@ def even_batch(n: int, batch: int = 64) -> int:
     return next((b for b in range(batch, max(batch // 2, 1) - 1, -1) if n % b == 0), batch)
 
 
+@functools.partial(jax.jit, static_argnums=2)
+def _slice_batch(split: Mapping[str, jax.Array], lo: jax.Array, size: int) -> dict[str, jax.Array]:
+    return {k: jax.lax.dynamic_slice_in_dim(v, lo, size) for k, v in split.items()}
+
+
+def batches(split: Mapping[str, Any], batch_size: int) -> Iterator[dict[str, Any]]:
+    """The split's consecutive batches of `batch_size` images (the last may be shorter). Device
+    arrays are sliced by one program for all modalities (eager slicing compiles one per modality,
+    each 0.1-0.2 s on a GPU); host arrays in numpy."""
+    n = next(iter(split.values())).shape[0]
+    on_device = all(isinstance(v, jax.Array) for v in split.values())
+    for lo in range(0, n, batch_size):
+        size = min(batch_size, n - lo)
+        if on_device:
+            yield _slice_batch(dict(split), np.int32(lo), size)
+        else:
+            yield {k: v[lo : lo + size] for k, v in split.items()}
+
+
 def evaluate(
     graphdef: nnx.GraphDef, params: Any, split: Mapping[str, jax.Array], tasks: Sequence[Task],
     *, batch_size: int | None = None, eval_fn: Callable | None = None,
@@ -233,8 +260,8 @@ def evaluate(
     n = next(iter(split.values())).shape[0]
     batch_size = batch_size or even_batch(n)
     totals: dict[str, dict[str, Any]] = {}
-    for lo in range(0, n, batch_size):
-        out = eval_fn(params, {k: v[lo : lo + batch_size] for k, v in split.items()})
+    for batch in batches(split, batch_size):
+        out = eval_fn(params, batch)
         for task, stats in jax.device_get(out).items():
             acc = totals.setdefault(task, {})
             for k, v in stats.items():

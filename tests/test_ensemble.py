@@ -154,6 +154,30 @@ def test_chunked_training_equals_one_ensemble_and_reports_every_member(tiny, one
         assert report["steps"] == CFG.steps and set(report["final_train_loss"]) == {t.name for t in members}
 
 
+def test_the_sweep_benchmarks_early_evaluation_compile_is_reused_and_agrees(tiny):
+    """benchmarks/sweep_vs_pytorch.py --compile-early on measures something real: the program
+    compiled on the thread is the one evaluation runs."""
+    from benchmarks.sweep_vs_pytorch import compile_eval_early
+    from tests.compiles import compiled_programs
+
+    cpu, members = jax.devices("cpu")[:1], MEMBERS[:2]
+    validation = {k: v[:6] for k, v in tiny.items()}
+    _, _, run = plan_ensemble(members, CFG, tiny, "unroll", cpu)
+    fn, thread = compile_eval_early(run, validation, "unroll")
+    thread.join()
+    _, ens, params = train_ensemble(members, tiny, CFG, strategy="unroll", devices=cpu, progress=False,
+                                    prepared=run)
+    split = to_device(validation, tuple({t.name: t for m in members for t in m}.values()))
+    # jax.log_compiles is per thread: these are this thread's (a new fn object would compile anew).
+    with compiled_programs() as compiled:
+        got = evaluate_ensemble(ens, params, split, strategy="unroll", eval_fn=fn)
+    assert "jit(fn)" not in compiled
+    assert got == evaluate_ensemble(ens, params, split, strategy="unroll")
+    run.mesh = object()  # as if sharded
+    with pytest.raises(ValueError, match="one-device ensemble"):
+        compile_eval_early(run, validation, "unroll")
+
+
 def test_a_killed_ensemble_resumes_to_the_same_result(tiny, tmp_path):
     cfg = TrainConfig(steps=12, batch_size=4, steps_per_call=4, checkpoint_every=8)
     whole, _, _ = train_ensemble(MEMBERS[:2], tiny, cfg, progress=False)

@@ -100,6 +100,26 @@ def test_even_batch_splits_a_split_into_equal_batches_or_falls_back():
     assert even_batch(96) == 48
 
 
+def test_batches_slice_a_device_split_in_one_program_as_numpy_does():
+    from mtl import runtime
+    from mtl.train import batches
+    from tests.compiles import compiled_programs
+
+    rng = np.random.default_rng(0)
+    host = {"rgb": rng.integers(0, 255, (10, 4, 4, 3), dtype=np.uint8), "depth": rng.random((10, 4, 4), np.float32),
+            "labelled:depth": rng.random(10) < 0.5}
+    device = {k: runtime.put(v) for k, v in host.items()}
+    with compiled_programs() as compiled:
+        got = list(batches(device, 4))
+    assert len([c for c in compiled if "slice" in c]) == 2  # batches of 4 and the last of 2: one program each
+    want = list(batches(host, 4))
+    assert [len(b["rgb"]) for b in want] == [4, 4, 2]
+    for g, w in zip(got, want, strict=True):
+        assert set(g) == set(w)
+        for k in w:
+            np.testing.assert_array_equal(np.asarray(g[k]), w[k])
+
+
 def test_a_checkpoint_due_sooner_than_min_seconds_after_the_last_is_skipped(tmp_path, monkeypatch):
     """Each step takes 1 s on a fake clock; checkpoints are due every 5 steps, allowed 7 s apart:
     due at 5 (5 s after the start: skipped), 10 (saved), 15 (5 s later: skipped), 20 (saved)."""
