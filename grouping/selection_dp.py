@@ -361,12 +361,14 @@ def _bounded_test(inst: Instance, fronts, cover: np.ndarray, budget: float, scal
             else:
                 c_lo, v_lo = c, v
             multipliers[1:] = [(lam, D)]
-    slack = BOUND_RTOL * (abs(best) + scale)
+    # The slack scales with every term of the bound: with losses of 0 (scale and best 0) the terms
+    # λ·(c - budget) and D(W) cancel only up to rounding, and a zero slack dropped optimal points.
+    bounds = [(lam, D, BOUND_RTOL * (abs(best) + scale + lam * abs(budget))) for lam, D in multipliers]
 
     def useful(block, cost, value):
         rest = full ^ block
         ok = fits(cost + cover[rest], budget)
-        for lam, D in multipliers:
+        for lam, D, slack in bounds:
             ok &= value + lam * (cost - budget) + D[rest] <= best + slack
         return ok
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from grouping import selection_dp
@@ -116,6 +116,12 @@ def test_matches_brute_force(solver, instance):
 
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instance=instances())
+@example(instance=(["t0", "t1", "t2", "t3"],  # all losses 0 but one: the bound's terms cancel only up to rounding
+                   [Network(("t0", "t1"), 0.5, {"t0": 0.0, "t1": 0.0}, "c0"),
+                    Network(("t0", "t2"), 1.0, {"t0": 0.0, "t2": 0.0}, "c1"),
+                    Network(("t0", "t3"), 1.5, {"t0": 0.0, "t3": 0.0}, "c2"),
+                    Network(("t0", "t1", "t2"), 0.5, {"t0": 0.0, "t1": 0.0, "t2": 0.1}, "c3")],
+                   [3.0]))
 def test_bounded_dp_matches_brute_force(instance):
     """The DP's per-budget passes pruned by Lagrangian bounds (what many distinct costs get), forced here."""
     with pytest.MonkeyPatch.context() as patch:
