@@ -52,10 +52,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import platform
-import re
 import resource
 import sys
 import threading
@@ -103,27 +101,6 @@ class CompileClock:
 
     def total(self) -> float:
         return sum(v for k, v in self.seconds.items() if k in _COMPILE_EVENTS)
-
-
-@contextlib.contextmanager
-def programs_compiled():
-    """A list that fills with (program, seconds) for every program XLA compiles on this thread
-    inside the block (jax's compile log, kept out of the console)."""
-    found: list[tuple[str, float]] = []
-
-    class Record(logging.Handler):
-        def emit(self, record):
-            m = re.search(r"Finished XLA compilation of (\S+) in ([0-9.e+-]+) sec", record.getMessage())
-            if m:
-                found.append((m.group(1), round(float(m.group(2)), 3)))
-
-    handler, logger = Record(), logging.getLogger("jax")
-    logger.addHandler(handler)
-    try:
-        with jax.log_compiles(True):
-            yield found
-    finally:
-        logger.removeHandler(handler)
 
 
 def candidates(names: tuple[str, ...]):
@@ -202,7 +179,7 @@ def run_ours(specs, by_name, train, validation, cfg: TrainConfig, strategy: str,
     early_used = False
     t_all = time.perf_counter()
     log = contextlib.ExitStack()
-    programs = log.enter_context(programs_compiled())
+    programs = log.enter_context(runtime.jax_log(r"Finished XLA compilation of (\S+) in ([0-9.e+-]+) sec"))
     for size, group in by_size.items():
         members = [tuple(by_name[t] for t in s.tasks) for s in group]
         c = dataclasses.replace(cfg, size=size)
@@ -236,7 +213,8 @@ def run_ours(specs, by_name, train, validation, cfg: TrainConfig, strategy: str,
     wall = time.perf_counter() - t_all
     log.close()
     return {"wall_seconds": wall, "phases_seconds": phases, "memory_plan": plans, "compile_seconds": clock.total(),
-            "compile_events_seconds": clock.seconds, "programs_compiled_here": programs,
+            "compile_events_seconds": clock.seconds,
+            "programs_compiled_here": [(name, round(float(sec), 3)) for name, sec in programs],
             "early_evaluation_compile": bool(early_used), "ensembles": ensembles, "strategy": strategy,
             "eval_batch": eval_batch,
             "mean_final_train_loss": float(np.mean([f.mean() for f in finals])),

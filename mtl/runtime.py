@@ -34,7 +34,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import logging
 import os
+import re
 from typing import Any, Callable
 
 import jax
@@ -99,6 +101,30 @@ def on_host():
         return
     with jax.default_device(cpu):
         yield
+
+
+@contextlib.contextmanager
+def jax_log(pattern: str):
+    """A list that fills, inside the block, with what `pattern` matches in every message jax logs
+    on this thread with its compile logging on (`jax.log_compiles`, a per-thread setting; the
+    messages stay off the console): the one group, or the tuple of groups. For example, the
+    programs XLA compiles: ``r"Finished XLA compilation of (\\S+)"``."""
+    found: list = []
+    regex = re.compile(pattern)
+
+    class Record(logging.Handler):
+        def emit(self, record):
+            m = regex.search(record.getMessage())
+            if m:
+                found.append(m.group(1) if regex.groups == 1 else m.groups())
+
+    handler, logger = Record(), logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            yield found
+    finally:
+        logger.removeHandler(handler)
 
 
 _process_tuned: dict[str, bool] | None = None

@@ -1,11 +1,26 @@
 """Fixtures shared by the test modules that run the scripts in subprocesses."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
+import jax
 import pytest
 
 import mtl.ensemble
 import mtl.train
+
+# One JAX compilation cache for this test process too, fresh each session (a clean run starts cold):
+# tests build the same programs again and again (the same members, schedule and data in new jitted
+# closures, which jit's own cache cannot see), and XLA compiles each once. Programs compiled here
+# behave as compiled anew (same executables); jax still logs each compilation, so the tests that
+# count compiled programs count the same.
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    _CACHE = tempfile.mkdtemp(prefix="mtl_tests_jax_cache_")
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    jax.config.update("jax_compilation_cache_dir", _CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 @pytest.fixture(scope="session")

@@ -205,13 +205,14 @@ def test_the_probe_measures_with_the_real_update_s_length_and_preconditioner():
     for _ in range(5):
         state, _ = step(state, device_data)
     batch = sample_batch(device_data, jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 5), cfg.batch_size)
-    grads = jax.grad(lambda p: mtl_losses(graphdef, p, batch, tasks).sum())(state["params"])
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    # Jitted, as the probe runs them (eager, each primitive compiles alone: 3x the test's time).
+    grads = jax.jit(jax.grad(lambda p: mtl_losses(graphdef, p, batch, tasks).sum()))(state["params"])
+    updates, opt_state = jax.jit(tx.update)(grads, state["opt_state"], state["params"])
     mask = shared_mask(state["params"])
     length = np.sqrt(sum(float(np.sum(np.square(u))) for u, m in zip(jax.tree.leaves(updates), jax.tree.leaves(mask))
                          if m))
-    r = lookahead(multitask_net_loss(graphdef, tasks, batch), state["params"], mask, length,
-                  adam_preconditioner(opt_state))
+    r = jax.jit(lambda p, n, P: lookahead(multitask_net_loss(graphdef, tasks, batch), p, mask, n, P))(
+        state["params"], length, adam_preconditioner(opt_state))
     assert length > 0 and np.all(np.diag(np.asarray(r.lookahead)) > 0)
     np.testing.assert_allclose(s.lookahead, np.asarray(r.lookahead) / length, rtol=2e-3, atol=1e-5)
     np.testing.assert_allclose(s.inner, np.asarray(r.inner), rtol=2e-3)
