@@ -208,6 +208,41 @@ def prepare(builder: tfds.core.GeneratorBasedBuilder, progress: bool = True) -> 
     with _quiet():
         if builder.is_prepared():
             return
+    with _one_preparer(builder):
+        with _quiet():
+            if builder.is_prepared():  # another process prepared it while this one waited: read what it wrote
+                builder.info.read_from_directory(builder.data_dir)
+                return
+        _prepare(builder, progress)
+
+
+@contextlib.contextmanager
+def _one_preparer(builder: tfds.core.GeneratorBasedBuilder) -> Iterator[None]:
+    """One process at a time prepares a dataset; another that asks meanwhile says so, waits, then
+    finds it prepared. (Two at once raced: the second to finish failed to rename its files onto
+    the first's.) An exclusive lock on a file beside the dataset's folders, which the system
+    releases when its holder exits, killed or not; none where the system has no `fcntl`."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    name = f"{builder.name}/{builder.builder_config.name}"
+    folder = Path(builder.data_dir).parents[2] / ".preparing"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / (name.replace("/", "--") + ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"mtl: another process is preparing {name} in {builder.data_dir}; waiting for it", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _prepare(builder: tfds.core.GeneratorBasedBuilder, progress: bool) -> None:
     print(f"mtl: preparing {builder.name}/{builder.builder_config.name} in {builder.data_dir} (once)", file=sys.stderr)
     download_config = None
     if isinstance(builder, TaskonomyLocal):

@@ -231,3 +231,34 @@ def test_preparing_shows_our_progress_bar_and_nothing_of_tfds(tmp_path, capfd):
                         progress=False)
     out, err = capfd.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1 and err.startswith("mtl: preparing "), err
+
+
+def test_a_second_preparer_waits_for_the_first_and_reads_what_it_wrote(tmp_path, capsys):
+    """Two commands preparing the same dataset at once: the second to finish used to fail renaming
+    its files onto the first's. Now one prepares; the other says it waits, then reads the result.
+    The first is played here by this thread holding the lock (`_one_preparer`) and preparing."""
+    import fcntl
+    import threading
+    import time
+
+    first = datasets.get_builder("scenes", resolution=32, counts=(6, 2, 2), data_dir=tmp_path)
+    second = datasets.get_builder("scenes", resolution=32, counts=(6, 2, 2), data_dir=tmp_path)
+    with datasets._one_preparer(first):
+        waiter = threading.Thread(target=datasets.prepare, args=(second, False))
+        waiter.start()
+        deadline = time.monotonic() + 60
+        while "waiting for it" not in capsys.readouterr().err:
+            assert time.monotonic() < deadline, "the second preparer did not wait"
+            time.sleep(0.05)
+        datasets._prepare(first, False)
+        assert "preparing mtl_scenes" in capsys.readouterr().err  # the first's line
+    waiter.join(timeout=60)
+    assert not waiter.is_alive()
+    assert "preparing mtl_scenes" not in capsys.readouterr().err  # the second did not prepare again
+    got, want = datasets.read_split(second, "train"), datasets.read_split(first, "train")
+    assert len(got["rgb"]) == 6 and set(got) == set(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+    lock = next((tmp_path / ".preparing").glob("*.lock"))
+    with open(lock) as f:  # released: free to take at once
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
