@@ -50,7 +50,6 @@ PyTorch side on a GPU.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -176,46 +175,43 @@ def run_ours(specs, by_name, train, validation, cfg: TrainConfig, strategy: str,
     for spec in specs:
         by_size.setdefault(spec.size, []).append(spec)
     finals, vals, ensembles, plans = [], [], [], []
-    early_used = False
     t_all = time.perf_counter()
-    log = contextlib.ExitStack()
-    programs = log.enter_context(runtime.jax_log(r"Finished XLA compilation of (\S+) in ([0-9.e+-]+) sec"))
-    for size, group in by_size.items():
-        members = [tuple(by_name[t] for t in s.tasks) for s in group]
-        c = dataclasses.replace(cfg, size=size)
-        t0 = time.perf_counter()
-        chunks, how, prepared = plan_ensemble(members, c, train, strategy, devs)  # "whole": built and traced
-        plans.append(how)
-        early = (compile_eval_early(prepared, validation, strategy, eval_batch)
-                 if prepared is not None and compile_early else None)
-        phases["plan"] += time.perf_counter() - t0
-        for chunk in chunks:
-            part = [members[j] for j in chunk]
-            union = tuple({t.name: t for m in part for t in m}.values())
+    with runtime.jax_log(r"Finished XLA compilation of (\S+) in ([0-9.e+-]+) sec") as programs:
+        for size, group in by_size.items():
+            members = [tuple(by_name[t] for t in s.tasks) for s in group]
+            c = dataclasses.replace(cfg, size=size)
             t0 = time.perf_counter()
-            results, ens, params = train_ensemble(part, train, c, strategy=strategy, devices=devs, progress=False,
-                                                  prepared=prepared)
-            prepared = None  # "whole": the one chunk
-            jax.block_until_ready(params)
-            phases["train"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            fn = None
-            if early is not None:
-                fn, thread = early
-                thread.join()
-                early, early_used = None, True
-            ev = evaluate_ensemble(ens, params, to_device(validation, union), strategy=strategy,
-                                  batch_size=eval_batch, eval_fn=fn)
-            phases["evaluate"] += time.perf_counter() - t0
-            finals += [r.losses[-1] for r in results]
-            vals += ev
-            ensembles.append({"size": size, "members": len(part)})
-    wall = time.perf_counter() - t_all
-    log.close()
+            chunks, how, prepared = plan_ensemble(members, c, train, strategy, devs)  # "whole": built and traced
+            plans.append(how)
+            early = (compile_eval_early(prepared, validation, strategy, eval_batch)
+                     if prepared is not None and compile_early else None)
+            phases["plan"] += time.perf_counter() - t0
+            for chunk in chunks:
+                part = [members[j] for j in chunk]
+                union = tuple({t.name: t for m in part for t in m}.values())
+                t0 = time.perf_counter()
+                results, ens, params = train_ensemble(part, train, c, strategy=strategy, devices=devs, progress=False,
+                                                      prepared=prepared)
+                prepared = None  # "whole": the one chunk
+                jax.block_until_ready(params)
+                phases["train"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                fn = None
+                if early is not None:
+                    fn, thread = early
+                    thread.join()
+                    early = None
+                ev = evaluate_ensemble(ens, params, to_device(validation, union), strategy=strategy,
+                                      batch_size=eval_batch, eval_fn=fn)
+                phases["evaluate"] += time.perf_counter() - t0
+                finals += [r.losses[-1] for r in results]
+                vals += ev
+                ensembles.append({"size": size, "members": len(part)})
+        wall = time.perf_counter() - t_all
     return {"wall_seconds": wall, "phases_seconds": phases, "memory_plan": plans, "compile_seconds": clock.total(),
             "compile_events_seconds": clock.seconds,
             "programs_compiled_here": [(name, round(float(sec), 3)) for name, sec in programs],
-            "early_evaluation_compile": bool(early_used), "ensembles": ensembles, "strategy": strategy,
+            "compile_early": compile_early, "ensembles": ensembles, "strategy": strategy,
             "eval_batch": eval_batch,
             "mean_final_train_loss": float(np.mean([f.mean() for f in finals])),
             "mean_validation_loss": float(np.mean([np.mean([v["loss"] for v in m.values()]) for m in vals]))}

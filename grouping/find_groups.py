@@ -157,7 +157,7 @@ def setup(opts: Options) -> Setup:
     from mtl.cli import task_weights_for
 
     cfg = TrainConfig(steps=opts.steps, batch_size=opts.batch_size, learning_rate=opts.learning_rate, seed=opts.seed,
-                      task_weights=task_weights_for(getattr(opts.data, "labels", None), opts.task_weights, tasks))
+                      task_weights=task_weights_for(opts.data.labels, opts.task_weights, tasks))
     data_settings = opts.data.check(tasks)
     costs = None
     if opts.cost != "latency":  # FLOPs need no device time: price the networks now (after every cheaper

@@ -84,26 +84,6 @@ def put(x: Any) -> jax.Array:
 
 
 @contextlib.contextmanager
-def on_host():
-    """Eager jax computations inside run on jax's CPU device when the default backend is an
-    accelerator (elsewhere: nothing changes). For a network's initial values: each small eager
-    program compiles in milliseconds on the CPU backend against 0.1-0.2 s on a GPU (about a dozen
-    of them, 2.4 s of a cold 15-network sweep's compiling on an H200, README "On a GPU"), and the
-    values are those a CPU run draws. Arrays made inside live on the CPU device: put them on the
-    accelerator after (`put` of host arrays, `jax.device_put`)."""
-    if jax.default_backend() == "cpu":
-        yield
-        return
-    try:
-        cpu = jax.devices("cpu")[0]
-    except RuntimeError:  # a jax without its CPU backend: compute where the default is
-        yield
-        return
-    with jax.default_device(cpu):
-        yield
-
-
-@contextlib.contextmanager
 def jax_log(pattern: str):
     """A list that fills, inside the block, with what `pattern` matches in every message jax logs
     on this thread with its compile logging on (`jax.log_compiles`, a per-thread setting; the

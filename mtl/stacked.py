@@ -128,7 +128,7 @@ class Ensemble:
         encoders, decoders, enc_def, dec_defs = [], {t: [] for t in layout.tasks}, None, {}
         # One model per member, built exactly as train_network builds it.
         for m in members:
-            model = build_model(m, cfg, place=False)  # on the host: `_stack` puts the stacks
+            model = build_model(m, cfg)
             enc_def, p = nnx.split(model.encoder, nnx.Param)
             encoders.append(p)
             for t in m:

@@ -101,8 +101,7 @@ def optimizer_state(tx: optax.GradientTransformation, params: Any) -> Any:
            for x in leaves):  # inside a trace, or sharded: as optax makes it
         return tx.init(params)
     shapes = jax.eval_shape(tx.init, params)
-    with runtime.on_host():  # tiny eager programs: milliseconds to compile on the CPU backend
-        small = tx.init(jax.tree.map(lambda x: np.ones((1,) * np.ndim(x), x.dtype), params))
+    small = tx.init(jax.tree.map(lambda x: np.ones((1,) * np.ndim(x), x.dtype), params))
     small_leaves = jax.tree.leaves(small)
     if len(jax.tree.leaves(shapes)) != len(small_leaves) or any(np.any(np.asarray(x) != 0) for x in small_leaves):
         return tx.init(params)

@@ -128,16 +128,9 @@ def initial_state(params: Any, tx: optax.GradientTransformation, cfg: TrainConfi
     return step_state(params, tx, balance, None if n_tasks is None else (n_tasks,))
 
 
-def build_model(tasks: Sequence[Task], cfg: TrainConfig, *, place: bool = True) -> MultiTaskNet:
-    """The network for `tasks`, its initial values drawn on the host (`runtime.on_host`: the same
-    values on every backend) and put on the default device (`place=False`: left on the host, for a
-    caller that stacks them first, as `mtl.stacked.Ensemble.create` does)."""
+def build_model(tasks: Sequence[Task], cfg: TrainConfig) -> MultiTaskNet:
     dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
-    with runtime.on_host():
-        model = MultiTaskNet(tasks, size=cfg.size, dtype=dtype, rngs=nnx.Rngs(cfg.seed))
-    if place and jax.default_backend() != "cpu":
-        nnx.update(model, jax.device_put(nnx.state(model), jax.devices()[0]))
-    return model
+    return MultiTaskNet(tasks, size=cfg.size, dtype=dtype, rngs=nnx.Rngs(cfg.seed))
 
 
 # ---------------------------------------------------------------------------
@@ -237,9 +230,10 @@ def _slice_batch(split: Mapping[str, jax.Array], lo: jax.Array, size: int) -> di
 
 
 def batches(split: Mapping[str, Any], batch_size: int) -> Iterator[dict[str, Any]]:
-    """The split's consecutive batches of `batch_size` images (the last may be shorter). Device
-    arrays are sliced by one program for all modalities (eager slicing compiles one per modality,
-    each 0.1-0.2 s on a GPU); host arrays in numpy."""
+    """The split's consecutive batches of `batch_size` images (the last may be shorter): what
+    `evaluate` and `mtl.ensemble.evaluate_ensemble` step through. Device arrays are sliced by one
+    program for all modalities (eager slicing compiles one per modality's shape); host arrays in
+    numpy."""
     n = next(iter(split.values())).shape[0]
     on_device = all(isinstance(v, jax.Array) for v in split.values())
     for lo in range(0, n, batch_size):

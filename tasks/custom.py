@@ -135,6 +135,7 @@ class ArrayData:
     seed = 0
     counts = None
     data_dir = None
+    labels = None  # label plans (tasks.label_plan) apply to the embedded scenes only
     is_scenes = False
     kind = "arrays"
 

@@ -236,10 +236,7 @@ def _one_preparer(builder: tfds.core.GeneratorBasedBuilder) -> Iterator[None]:
         except BlockingIOError:
             print(f"mtl: another process is preparing {name} in {builder.data_dir}; waiting for it", file=sys.stderr)
             fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        yield  # closing the file releases the lock
 
 
 def _prepare(builder: tfds.core.GeneratorBasedBuilder, progress: bool) -> None:

@@ -16,15 +16,6 @@ import mtl.train
 # closures, which jit's own cache cannot see), and XLA compiles each once. Programs compiled here
 # behave as compiled anew (same executables); jax still logs each compilation, so the tests that
 # count compiled programs count the same.
-# Under pytest-xdist (`-n auto`), each worker prepares datasets in a folder of its own: two
-# processes preparing the same dataset in one folder at once would race for its final name.
-_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-if _WORKER:
-    _BASE = os.environ.get("MTL_DATA_DIR") or tempfile.mkdtemp(prefix="mtl_tests_data_")
-    if not os.environ.get("MTL_DATA_DIR"):
-        atexit.register(shutil.rmtree, _BASE, ignore_errors=True)
-    os.environ["MTL_DATA_DIR"] = os.path.join(_BASE, _WORKER)
-
 if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     _CACHE = tempfile.mkdtemp(prefix="mtl_tests_jax_cache_")
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)

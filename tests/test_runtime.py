@@ -80,24 +80,3 @@ def test_tune_process_after_jax_has_computed_leaves_dispatch_alone():
             "print(runtime.tune_process()['sync_cpu_dispatch'], jax.config.read('jax_cpu_enable_async_dispatch'))")
     assert _child(code, MTL_CPU_TUNING="1") == ["False", "True"]
 
-
-def test_networks_built_as_on_an_accelerator_hold_the_same_values(monkeypatch):
-    """On an accelerator, `build_model` draws on the CPU backend (`runtime.on_host`) and puts the
-    network on the default device. Faked here (this machine's only backend is the CPU): the same
-    values, and an ensemble and its optimizer state build from them."""
-    from mtl.stacked import Ensemble
-
-    tasks = resolve_tasks("seg,depth")
-    want = jax.tree.leaves(nnx.state(build_model(tasks, TrainConfig()), nnx.Param))
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    with runtime.on_host():
-        assert jax.numpy.zeros(2).devices() == {jax.devices("cpu")[0]}
-    got = jax.tree.leaves(nnx.state(build_model(tasks, TrainConfig()), nnx.Param))
-    for w, g in zip(want, got, strict=True):
-        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
-    ens = Ensemble.create([tasks[:1], tasks], TrainConfig())
-    _, member = ens.member_params(ens.params, 1)  # the two-task network, from the stacks
-    for w, g in zip(want, jax.tree.leaves(member), strict=True):
-        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
-    state = initial_state(ens.params, make_optimizer(TrainConfig()))
-    assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(state["opt_state"]))
